@@ -1,0 +1,455 @@
+"""The key material a node holds right now: who it is, what it can open, whom it trusts.
+
+A ``Keyring`` is a frozen snapshot. Routes never hold one for long: stages call a zero-argument
+provider (``node.services["keyring"]``) for each batch, so a certificate reload swaps the whole
+snapshot atomically and the next batch sees the new keys. Whoever builds a Keyring (the PKI loader
+reading ``certs/``, a test, the ``jgw envelope`` CLI) has already decided that the public keys in
+it belong to the named peers; the only trust decision made later, per message, is
+``Keyring.check_certificate`` on the sender's signing certificates (unknown CA, expired, revoked,
+wrong purpose).
+
+Key ids: every public key is named by ``key_id()``, the first 16 bytes of SHA-256 over its DER
+SubjectPublicKeyInfo, as 32 lower-case hex digits. The hybrid KEM key (ML-KEM-768 + X25519) is
+named by SHA-256 over the two SPKIs concatenated, ML-KEM first (``hybrid_key_id()``). The id is a
+function of the public key alone, so sender and receiver compute it independently.
+
+Suites (what a route's ``suite`` setting names; the envelope package defines their wire format):
+``default`` = ECDSA P-256/SHA-256 + HPKE DHKEM(P-256); ``pq-hybrid`` = ECDSA P-256 and ML-DSA-65
+co-signatures + HPKE ML-KEM-768+X25519.
+
+Security: pure data and local checks; no I/O, no clock (callers pass ``at``). Holds private keys:
+never print, log or pickle a Keyring; its repr shows key ids only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol, TypeAlias
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
+
+from gateway.errors import DataError, JgwError
+
+SUITE_DEFAULT = "default"
+SUITE_PQ_HYBRID = "pq-hybrid"
+SUITE_NAMES: tuple[str, ...] = (SUITE_DEFAULT, SUITE_PQ_HYBRID)
+
+#: Purposes a certificate is checked for (``check_certificate(cert, purpose, at)``).
+PURPOSE_SIGNING = "envelope-signing"
+PURPOSE_ENCRYPTION = "envelope-encryption"
+PURPOSES: tuple[str, ...] = (PURPOSE_SIGNING, PURPOSE_ENCRYPTION)
+
+KEY_ID_BYTES = 16
+
+EncryptionPublicKey: TypeAlias = ec.EllipticCurvePublicKey | hpke.MLKEM768X25519PublicKey
+EncryptionPrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | hpke.MLKEM768X25519PrivateKey
+SpkiKey: TypeAlias = (ec.EllipticCurvePublicKey | mldsa.MLDSA65PublicKey | mlkem.MLKEM768PublicKey
+                      | x25519.X25519PublicKey)
+
+
+class KeyringError(JgwError):
+    """The keyring lacks or contradicts what a route needs (a missing peer key, a key that does not
+    match its certificate). Configuration or certificate material is at fault, not a message."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class CertificateUntrusted(DataError):
+    """A certificate failed the trust check. ``reason`` is a short code: ``unknown-ca``,
+    ``expired``, ``not-yet-valid``, ``revoked``, ``wrong-purpose``, ``not-a-ca``,
+    ``chain-too-long``, ``bad-time``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"certificate not trusted ({reason}): {detail}")
+
+
+def key_id(public_key: SpkiKey) -> str:
+    """The id of a public key: hex of the first 16 bytes of SHA-256(DER SubjectPublicKeyInfo)."""
+    spki = public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()[:KEY_ID_BYTES].hex()
+
+
+def hybrid_key_id(mlkem_public: mlkem.MLKEM768PublicKey, x25519_public: x25519.X25519PublicKey) -> str:
+    """The id of an ML-KEM-768+X25519 key pair: SHA-256 over both SPKIs, ML-KEM first."""
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    data = mlkem_public.public_bytes(der, spki) + x25519_public.public_bytes(der, spki)
+    return hashlib.sha256(data).digest()[:KEY_ID_BYTES].hex()
+
+
+def certificate_key_id(cert: x509.Certificate) -> str:
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey | mldsa.MLDSA65PublicKey | mlkem.MLKEM768PublicKey
+                      | x25519.X25519PublicKey):
+        raise KeyringError(f"certificate {cert.subject.rfc4514_string()}: unsupported key type "
+                           f"{type(public).__name__}")
+    return key_id(public)
+
+
+def _frozen_map(value: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(value))
+
+
+def _same_public(a: SpkiKey, b: SpkiKey) -> bool:
+    return key_id(a) == key_id(b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Our own keys
+
+
+@dataclass(frozen=True, slots=True)
+class SigningIdentity:
+    """This node's current signing key(s). ML-DSA-65 is present only for the ``pq-hybrid`` suite."""
+
+    key_id: str
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    mldsa_key_id: str | None = None
+    mldsa_private_key: mldsa.MLDSA65PrivateKey | None = None
+    mldsa_certificate: x509.Certificate | None = None
+
+    @classmethod
+    def create(cls, private_key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
+               mldsa_private_key: mldsa.MLDSA65PrivateKey | None = None,
+               mldsa_certificate: x509.Certificate | None = None) -> SigningIdentity:
+        """Build and check: each private key must match its certificate."""
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != "secp256r1":
+            raise KeyringError("the signing key must be an EC P-256 private key")
+        cert_pub = certificate.public_key()
+        if not isinstance(cert_pub, ec.EllipticCurvePublicKey) or not _same_public(cert_pub,
+                                                                                    private_key.public_key()):
+            raise KeyringError(f"signing certificate {certificate.subject.rfc4514_string()} does not match "
+                               "the signing private key")
+        mldsa_id = None
+        if (mldsa_private_key is None) != (mldsa_certificate is None):
+            raise KeyringError("an ML-DSA-65 signing key needs its certificate, and the other way round")
+        if mldsa_private_key is not None and mldsa_certificate is not None:
+            mpub = mldsa_certificate.public_key()
+            if not isinstance(mpub, mldsa.MLDSA65PublicKey) or not _same_public(mpub,
+                                                                                 mldsa_private_key.public_key()):
+                subject = mldsa_certificate.subject.rfc4514_string()
+                raise KeyringError(f"ML-DSA certificate {subject} does not match the ML-DSA-65 private key")
+            mldsa_id = key_id(mpub)
+        return cls(key_id=key_id(cert_pub), private_key=private_key, certificate=certificate,
+                   mldsa_key_id=mldsa_id, mldsa_private_key=mldsa_private_key,
+                   mldsa_certificate=mldsa_certificate)
+
+    def __repr__(self) -> str:
+        return f"SigningIdentity(key_id={self.key_id!r}, mldsa_key_id={self.mldsa_key_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionKey:
+    """A public key that envelopes are encrypted to (HPKE), with its suite and id."""
+
+    suite: str
+    key_id: str
+    public_key: EncryptionPublicKey
+
+    @classmethod
+    def p256(cls, public_key: ec.EllipticCurvePublicKey) -> EncryptionKey:
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+            raise KeyringError("a default-suite encryption key must be an EC P-256 public key")
+        return cls(SUITE_DEFAULT, key_id(public_key), public_key)
+
+    @classmethod
+    def hybrid(cls, mlkem_public: mlkem.MLKEM768PublicKey,
+               x25519_public: x25519.X25519PublicKey) -> EncryptionKey:
+        if not isinstance(mlkem_public, mlkem.MLKEM768PublicKey) or not isinstance(x25519_public,
+                                                                                    x25519.X25519PublicKey):
+            raise KeyringError("a pq-hybrid encryption key is an ML-KEM-768 public key plus an X25519 "
+                               "public key")
+        return cls(SUITE_PQ_HYBRID, hybrid_key_id(mlkem_public, x25519_public),
+                   hpke.MLKEM768X25519PublicKey(mlkem_public, x25519_public))
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionKey:
+    """A private key this node opens envelopes with (current or previous generation)."""
+
+    suite: str
+    key_id: str
+    private_key: EncryptionPrivateKey
+    public: EncryptionKey
+
+    @classmethod
+    def p256(cls, private_key: ec.EllipticCurvePrivateKey) -> DecryptionKey:
+        public = EncryptionKey.p256(private_key.public_key())
+        return cls(SUITE_DEFAULT, public.key_id, private_key, public)
+
+    @classmethod
+    def hybrid(cls, mlkem_private: mlkem.MLKEM768PrivateKey,
+               x25519_private: x25519.X25519PrivateKey) -> DecryptionKey:
+        public = EncryptionKey.hybrid(mlkem_private.public_key(), x25519_private.public_key())
+        private = hpke.MLKEM768X25519PrivateKey(mlkem_private, x25519_private)
+        return cls(SUITE_PQ_HYBRID, public.key_id, private, public)
+
+    def __repr__(self) -> str:
+        return f"DecryptionKey(suite={self.suite!r}, key_id={self.key_id!r})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Peers
+
+
+@dataclass(frozen=True, slots=True)
+class PeerKeys:
+    """What we know of one peer node.
+
+    ``signing_certificates`` holds its EC P-256 and ML-DSA-65 signing certificates by key id, current
+    and previous generation (receivers accept both during a rotation's overlap window).
+    ``encryption_keys`` holds its HPKE public keys by key id; ``current_encryption`` says, per suite,
+    which of them a sender encrypts to now.
+    """
+
+    node_id: str
+    signing_certificates: Mapping[str, x509.Certificate] = field(default_factory=dict)
+    encryption_keys: Mapping[str, EncryptionKey] = field(default_factory=dict)
+    current_encryption: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kid, cert in self.signing_certificates.items():
+            if certificate_key_id(cert) != kid:
+                raise KeyringError(f"peer {self.node_id}: signing certificate filed under key id {kid} "
+                                   f"has key id {certificate_key_id(cert)}")
+        for kid, key in self.encryption_keys.items():
+            if key.key_id != kid:
+                raise KeyringError(f"peer {self.node_id}: encryption key filed under {kid} "
+                                   f"has key id {key.key_id}")
+        for suite, kid in self.current_encryption.items():
+            if kid not in self.encryption_keys or self.encryption_keys[kid].suite != suite:
+                raise KeyringError(f"peer {self.node_id}: current {suite} encryption key {kid} is not "
+                                   "among its encryption keys")
+        object.__setattr__(self, "signing_certificates", _frozen_map(self.signing_certificates))
+        object.__setattr__(self, "encryption_keys", _frozen_map(self.encryption_keys))
+        object.__setattr__(self, "current_encryption", _frozen_map(self.current_encryption))
+
+    @classmethod
+    def build(cls, node_id: str, signing_certificates: Iterable[x509.Certificate] = (),
+              encryption_keys: Iterable[EncryptionKey] = (),
+              current_encryption: Mapping[str, str] | None = None) -> PeerKeys:
+        """File certificates and keys under their ids. Without ``current_encryption``, the *last*
+        key given per suite is current (list previous generations first)."""
+        certs = {certificate_key_id(c): c for c in signing_certificates}
+        keys: dict[str, EncryptionKey] = {}
+        current: dict[str, str] = {}
+        for k in encryption_keys:
+            keys[k.key_id] = k
+            current[k.suite] = k.key_id
+        chosen = dict(current_encryption) if current_encryption is not None else current
+        return cls(node_id, certs, keys, chosen)
+
+    def encryption_key_for(self, suite: str) -> EncryptionKey:
+        kid = self.current_encryption.get(suite)
+        if kid is None:
+            raise KeyringError(f"no {suite} encryption key for peer {self.node_id} in the keyring")
+        return self.encryption_keys[kid]
+
+
+# ----------------------------------------------------------------------------------------------
+# Trust
+
+
+class CertificateTrust(Protocol):
+    """The trust hook: raise ``CertificateUntrusted`` when ``cert`` is not good for ``purpose`` at
+    ``at`` (an aware datetime). Return None otherwise. Must be safe to call from several threads."""
+
+    def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None: ...
+
+
+_PURPOSE_USAGE = {PURPOSE_SIGNING: "digital_signature", PURPOSE_ENCRYPTION: "key_agreement"}
+
+
+def check_purpose(cert: x509.Certificate, purpose: str) -> None:
+    """End-entity profile: KeyUsage present with the bit the purpose needs, and not a CA."""
+    if purpose not in _PURPOSE_USAGE:
+        raise ValueError(f"unknown certificate purpose {purpose!r}")
+    name = cert.subject.rfc4514_string()
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise CertificateUntrusted("wrong-purpose", f"{name} is a CA certificate, not an end entity")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound as exc:
+        raise CertificateUntrusted("wrong-purpose", f"{name} has no KeyUsage extension") from exc
+    usage = _PURPOSE_USAGE[purpose]
+    ok = ku.digital_signature if usage == "digital_signature" else (ku.key_agreement or ku.key_encipherment)
+    if not ok:
+        raise CertificateUntrusted("wrong-purpose", f"{name} KeyUsage does not allow {purpose}")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+class CaTrust:
+    """A small private-PKI trust policy: chains up to one of ``anchors`` through ``intermediates``,
+    every certificate valid at ``at``, none revoked by a loaded CRL of its issuer, leaf profile per
+    purpose (``check_purpose``). CRL freshness is the loader's concern: build a new CaTrust (and a new
+    Keyring) when CRLs are refreshed. A verified chain's validity interval is cached, so the per-message
+    cost after the first is a dictionary lookup."""
+
+    __slots__ = ("_anchors", "_by_subject", "_cache", "_crls", "_lock", "max_depth")
+
+    def __init__(self, anchors: Iterable[x509.Certificate], intermediates: Iterable[x509.Certificate] = (),
+                 crls: Iterable[x509.CertificateRevocationList] = (), max_depth: int = 4) -> None:
+        self._anchors = {a.fingerprint(hashes.SHA256()): a for a in anchors}
+        self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
+        for c in [*self._anchors.values(), *intermediates]:
+            self._by_subject.setdefault(c.subject, []).append(c)
+        self._crls = list(crls)
+        self.max_depth = max_depth
+        self._cache: dict[tuple[bytes, str], tuple[dt.datetime, dt.datetime]] = {}
+        self._lock = threading.Lock()
+
+    def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
+        if at.tzinfo is None:
+            raise CertificateUntrusted("bad-time", "check time must be timezone-aware")
+        fp = cert.fingerprint(hashes.SHA256())
+        window = self._cache.get((fp, purpose))
+        if window is None:
+            window = self._verify_chain(cert, purpose)
+            with self._lock:
+                self._cache[(fp, purpose)] = window
+        not_before, not_after = window
+        name = cert.subject.rfc4514_string()
+        if at < not_before:
+            raise CertificateUntrusted("not-yet-valid", f"{name} (or its chain) is not valid before "
+                                                        f"{not_before.isoformat()}")
+        if at > not_after:
+            raise CertificateUntrusted("expired", f"{name} (or its chain) expired {not_after.isoformat()}")
+
+    def _verify_chain(self, leaf: x509.Certificate, purpose: str) -> tuple[dt.datetime, dt.datetime]:
+        check_purpose(leaf, purpose)
+        not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        current = leaf
+        for _depth in range(self.max_depth + 1):
+            if current.fingerprint(hashes.SHA256()) in self._anchors:
+                return not_before, not_after
+            issuer = self._find_issuer(current)
+            if issuer is None:
+                raise CertificateUntrusted("unknown-ca", f"{leaf.subject.rfc4514_string()}: no trusted "
+                                                         f"issuer for {current.issuer.rfc4514_string()}")
+            if not _is_ca(issuer):
+                raise CertificateUntrusted("not-a-ca",
+                                           f"issuer {issuer.subject.rfc4514_string()} is not a CA")
+            self._check_revocation(current, issuer)
+            not_before = max(not_before, issuer.not_valid_before_utc)
+            not_after = min(not_after, issuer.not_valid_after_utc)
+            current = issuer
+        raise CertificateUntrusted("chain-too-long", f"{leaf.subject.rfc4514_string()}: more than "
+                                                     f"{self.max_depth} CAs")
+
+    def _find_issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
+        for cand in self._by_subject.get(cert.issuer, ()):
+            try:
+                cert.verify_directly_issued_by(cand)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return cand
+        return None
+
+    def _check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+        for crl in self._crls:
+            if crl.issuer != issuer.subject:
+                continue
+            public = issuer.public_key()
+            if not isinstance(public, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public):
+                continue
+            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                raise CertificateUntrusted("revoked", f"{cert.subject.rfc4514_string()} serial "
+                                                      f"{cert.serial_number:x} is revoked")
+
+
+# ----------------------------------------------------------------------------------------------
+# The snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """Everything one node needs to seal and open envelopes, as of now.
+
+    ``decryption_keys`` holds current and previous generations by key id; ``encryption_key_ids`` names,
+    per suite, our own current one (so a node can list itself as a recipient, e.g. for audit copies).
+    ``trust`` decides whether a peer's signing certificate is acceptable at a given time.
+    """
+
+    node_id: str
+    signing: SigningIdentity
+    trust: CertificateTrust
+    decryption_keys: Mapping[str, DecryptionKey] = field(default_factory=dict)
+    encryption_key_ids: Mapping[str, str] = field(default_factory=dict)
+    peers: Mapping[str, PeerKeys] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kid, key in self.decryption_keys.items():
+            if key.key_id != kid:
+                raise KeyringError(f"decryption key filed under {kid} has key id {key.key_id}")
+        for suite, kid in self.encryption_key_ids.items():
+            if kid not in self.decryption_keys or self.decryption_keys[kid].suite != suite:
+                raise KeyringError(f"own current {suite} encryption key {kid} has no decryption key")
+        for nid, peer in self.peers.items():
+            if peer.node_id != nid:
+                raise KeyringError(f"peer filed under {nid} is {peer.node_id}")
+        object.__setattr__(self, "decryption_keys", _frozen_map(self.decryption_keys))
+        object.__setattr__(self, "encryption_key_ids", _frozen_map(self.encryption_key_ids))
+        object.__setattr__(self, "peers", _frozen_map(self.peers))
+
+    @classmethod
+    def build(cls, node_id: str, signing: SigningIdentity, trust: CertificateTrust,
+              decryption_keys: Iterable[DecryptionKey] = (), peers: Iterable[PeerKeys] = (),
+              encryption_key_ids: Mapping[str, str] | None = None) -> Keyring:
+        """File keys under their ids. Without ``encryption_key_ids`` the *last* decryption key given per
+        suite is our current one (list previous generations first)."""
+        keys: dict[str, DecryptionKey] = {}
+        current: dict[str, str] = {}
+        for k in decryption_keys:
+            keys[k.key_id] = k
+            current[k.suite] = k.key_id
+        return cls(node_id=node_id, signing=signing, trust=trust, decryption_keys=keys,
+                   encryption_key_ids=dict(encryption_key_ids) if encryption_key_ids is not None else current,
+                   peers={p.node_id: p for p in peers})
+
+    def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
+        """Raise ``CertificateUntrusted`` unless ``cert`` is trusted for ``purpose`` at ``at``."""
+        self.trust.check_certificate(cert, purpose, at)
+
+    def peer(self, node_id: str) -> PeerKeys | None:
+        return self.peers.get(node_id)
+
+    def own_encryption_key(self, suite: str) -> EncryptionKey:
+        kid = self.encryption_key_ids.get(suite)
+        if kid is None:
+            raise KeyringError(f"no own {suite} encryption key in the keyring of {self.node_id}")
+        return self.decryption_keys[kid].public
+
+    def encryption_key_for(self, node_id: str, suite: str) -> EncryptionKey:
+        """The key to encrypt to ``node_id`` now (ourselves included)."""
+        if node_id == self.node_id:
+            return self.own_encryption_key(suite)
+        peer = self.peers.get(node_id)
+        if peer is None:
+            raise KeyringError(f"node {node_id} is not a known peer of {self.node_id}")
+        return peer.encryption_key_for(suite)
+
+    def __repr__(self) -> str:
+        return (f"Keyring(node_id={self.node_id!r}, signing={self.signing!r}, "
+                f"decryption_keys={sorted(self.decryption_keys)!r}, peers={sorted(self.peers)!r})")
