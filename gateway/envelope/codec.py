@@ -1,0 +1,457 @@
+"""Envelope bytes <-> frozen objects: the framing, the canonical signed header, the signature block.
+
+Sans-I/O in the h11 sense: ``parse(data, limits)`` turns bytes into an ``Envelope`` or raises
+``EnvelopeError``; ``Envelope.encode()`` and ``Header.encode()`` turn objects into the one canonical
+encoding. Nothing here reads a clock, looks up a key or verifies a signature: that is ``opener``.
+docs/envelope.md is the normative description of every byte; keep the two in step.
+
+    envelope  = magic "JGWE" | version u8 (=1) | suite u8
+                | u32 len | header | u32 len | key block | u32 len | payload      <- signed part
+                | u32 len | signature block
+    header    = TLV fields, tag u8 | len u16 | value, tags strictly increasing
+    key block = count u8 | (u16 len | HPKE enc || AES-256-GCM(epoch key)) * count
+    payload   = salt[32] | AES-256-GCM(inner record) with its 16-byte tag
+    sig block = tree size u32 | leaf index u32 | root[32] | count u8 | hash[32] * count
+                | count u8 | (u16 len | signature) * count
+
+Security: reads hostile bytes. Every length is checked against what is left and against
+``Limits`` before anything is sliced; strings must be strict UTF-8 or ASCII names; a trailing byte,
+a duplicate or out-of-order field, or an unknown tag is malformed. Never raises anything but
+``EnvelopeError`` on bad input (the fuzz test holds it to that).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import struct
+from dataclasses import dataclass
+
+from gateway.envelope import suites
+from gateway.envelope.errors import EnvelopeError
+from gateway.envelope.merkle import HASH_BYTES
+
+MAGIC = b"JGWE"
+VERSION = 1
+PREAMBLE_BYTES = 6  # magic, version, suite
+KEY_ID_BYTES = 16
+EPOCH_ID_BYTES = 16
+DIGEST_BYTES = 32
+ORDER_KEY_BYTES = 32
+SALT_BYTES = 32
+AEAD_TAG_BYTES = 16
+
+#: Media type of a sealed message (the clear AMQP content_type).
+CONTENT_TYPE = "application/vnd.jgw.envelope"
+
+NODE_ID_RE = re.compile(rb"^[a-z0-9][a-z0-9-]{0,62}\Z")
+MESSAGE_ID_RE = re.compile(rb"^[\x20-\x7e]{1,255}\Z")
+
+# Header field tags, in the only order they may appear.
+T_MESSAGE_ID = 0x01
+T_ROUTE = 0x02
+T_SENDER = 0x03
+T_CREATED_AT = 0x04
+T_RECIPIENTS = 0x05
+T_SIGNING_KEY_IDS = 0x06
+T_EPOCH_ID = 0x07
+T_PAYLOAD_DIGEST = 0x08
+T_CONTENT_TYPE = 0x09
+T_CORRELATION_ID = 0x0A
+T_ORDER_KEY = 0x0B
+REQUIRED_TAGS = frozenset(range(T_MESSAGE_ID, T_PAYLOAD_DIGEST + 1))
+KNOWN_TAGS = frozenset(range(T_MESSAGE_ID, T_ORDER_KEY + 1))
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard limits on hostile input, checked before any allocation that depends on them."""
+
+    max_envelope_bytes: int = 129 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_recipients: int = 16
+    max_text_bytes: int = 255
+    max_proof_hashes: int = 24  # trees of up to 2**24 leaves
+    #: inner record (``gateway.envelope.inner``)
+    max_inner_headers: int = 1024
+    max_inner_depth: int = 8
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def malformed(detail: str) -> EnvelopeError:
+    return EnvelopeError("envelope-malformed", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    node_id: str
+    key_id: bytes  # 16 bytes, see gateway.keyring.key_id
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The signed header. Everything an auditor may see without a key; never personal data."""
+
+    message_id: str
+    route: str
+    sender: str
+    created_at_ms: int
+    recipients: tuple[Recipient, ...]
+    signing_key_ids: tuple[bytes, ...]
+    epoch_id: bytes
+    payload_digest: bytes
+    content_type: str | None = None
+    correlation_id: str | None = None
+    order_key: bytes | None = None
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.created_at_ms / 1000, dt.UTC)
+
+    def recipient_ids(self) -> tuple[str, ...]:
+        return tuple(r.node_id for r in self.recipients)
+
+    def encode(self) -> bytes:
+        """The canonical encoding: the only byte string that decodes to this header."""
+        out = bytearray()
+
+        def field(tag: int, value: bytes) -> None:
+            if len(value) > 0xFFFF:
+                raise ValueError(f"header field {tag} too long")
+            out.extend(bytes([tag]) + _U16.pack(len(value)) + value)
+
+        field(T_MESSAGE_ID, _ascii_field(self.message_id, MESSAGE_ID_RE, "message id"))
+        field(T_ROUTE, _ascii_field(self.route, NODE_ID_RE, "route"))
+        field(T_SENDER, _ascii_field(self.sender, NODE_ID_RE, "sender"))
+        field(T_CREATED_AT, _U64.pack(self.created_at_ms))
+        recipients = bytearray([len(self.recipients)])
+        for r in self.recipients:
+            node = _ascii_field(r.node_id, NODE_ID_RE, "recipient")
+            _fixed(r.key_id, KEY_ID_BYTES, "recipient key id")
+            recipients += bytes([len(node)]) + node + r.key_id
+        field(T_RECIPIENTS, bytes(recipients))
+        for kid in self.signing_key_ids:
+            _fixed(kid, KEY_ID_BYTES, "signing key id")
+        field(T_SIGNING_KEY_IDS, bytes([len(self.signing_key_ids)]) + b"".join(self.signing_key_ids))
+        field(T_EPOCH_ID, _fixed(self.epoch_id, EPOCH_ID_BYTES, "epoch id"))
+        field(T_PAYLOAD_DIGEST, _fixed(self.payload_digest, DIGEST_BYTES, "payload digest"))
+        if self.content_type is not None:
+            field(T_CONTENT_TYPE, _text_field(self.content_type, "content type"))
+        if self.correlation_id is not None:
+            field(T_CORRELATION_ID, _text_field(self.correlation_id, "correlation id"))
+        if self.order_key is not None:
+            field(T_ORDER_KEY, _fixed(self.order_key, ORDER_KEY_BYTES, "order key"))
+        return bytes(out)
+
+
+def _ascii_field(value: str, pattern: re.Pattern[bytes], what: str) -> bytes:
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} must be ASCII") from exc
+    if not pattern.match(raw):
+        raise ValueError(f"{what} must match {pattern.pattern!r}")
+    return raw
+
+
+def _text_field(value: str, what: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError(f"{what} longer than 255 bytes")
+    return raw
+
+
+def _fixed(value: bytes, size: int, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureBlock:
+    """Batch proof (tree size, leaf index, root, path) and the signatures over the root."""
+
+    tree_size: int
+    leaf_index: int
+    root: bytes
+    path: tuple[bytes, ...]
+    signatures: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        out = bytearray(_U32.pack(self.tree_size) + _U32.pack(self.leaf_index) + self.root)
+        out.append(len(self.path))
+        for h in self.path:
+            out += h
+        out.append(len(self.signatures))
+        for sig in self.signatures:
+            out += _U16.pack(len(sig)) + sig
+        return bytes(out)
+
+
+def root_signing_input(suite: suites.Suite, tree_size: int, root: bytes) -> bytes:
+    """What each signature signs: a context string, the suite, the tree size and the root."""
+    return b"jgw-envelope/1 batch-root\x00" + bytes([suite.wire_id]) + _U32.pack(tree_size) + root
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A parsed envelope. ``signed_part`` is the exact byte prefix the batch leaf hashes; ``aad``
+    the prefix the payload AEAD authenticates (everything before the payload's length field)."""
+
+    suite: suites.Suite
+    header: Header
+    key_block: tuple[bytes, ...]
+    payload: bytes
+    signature_block: SignatureBlock
+    signed_part: bytes
+    aad: bytes
+
+    def encode(self) -> bytes:
+        return finish(self.signed_part, self.signature_block)
+
+
+def encode_prefix(suite: suites.Suite, header_bytes: bytes, key_block: tuple[bytes, ...]) -> bytes:
+    """Everything before the payload's length field: the payload AEAD's associated data."""
+    kb = bytearray([len(key_block)])
+    for entry in key_block:
+        kb += _U16.pack(len(entry)) + entry
+    return (MAGIC + bytes([VERSION, suite.wire_id]) + _U32.pack(len(header_bytes)) + header_bytes
+            + _U32.pack(len(kb)) + bytes(kb))
+
+
+def encode_signed_part(prefix: bytes, payload: bytes) -> bytes:
+    """The signed part: prefix, then the payload section."""
+    return prefix + _U32.pack(len(payload)) + payload
+
+
+def finish(signed_part: bytes, block: SignatureBlock) -> bytes:
+    """A complete envelope: the signed part, then the signature block."""
+    sig = block.encode()
+    return signed_part + _U32.pack(len(sig)) + sig
+
+
+def max_signature_block_bytes(suite: suites.Suite, limits: Limits = DEFAULT_LIMITS) -> int:
+    sigs = sum(2 + suite.signature_bytes(i) for i in range(len(suite.signatures)))
+    return 4 + 4 + 4 + HASH_BYTES + 1 + HASH_BYTES * limits.max_proof_hashes + 1 + sigs
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing
+
+
+class _Reader:
+    """A cursor over hostile bytes: every read checks what is left first."""
+
+    __slots__ = ("data", "end", "pos", "what")
+
+    def __init__(self, data: bytes, what: str, start: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = start
+        self.end = len(data) if end is None else end
+        self.what = what
+
+    def left(self) -> int:
+        return self.end - self.pos
+
+    def take(self, n: int, field: str) -> bytes:
+        if n > self.end - self.pos:
+            raise malformed(f"{self.what}: truncated in {field} at offset {self.pos} "
+                            f"(need {n}, have {self.end - self.pos})")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, field: str) -> int:
+        return self.take(1, field)[0]
+
+    def u16(self, field: str) -> int:
+        value: int = _U16.unpack(self.take(2, field))[0]
+        return value
+
+    def u32(self, field: str) -> int:
+        value: int = _U32.unpack(self.take(4, field))[0]
+        return value
+
+    def u64(self, field: str) -> int:
+        value: int = _U64.unpack(self.take(8, field))[0]
+        return value
+
+    def expect_end(self) -> None:
+        if self.pos != self.end:
+            raise malformed(f"{self.what}: {self.end - self.pos} unexpected bytes at offset {self.pos}")
+
+
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse envelope bytes. Raises EnvelopeError (``envelope-malformed``, ``envelope-version``,
+    ``suite-refused`` for an unknown suite id); verifies nothing cryptographic."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise malformed("not bytes")
+    data = bytes(data)
+    if len(data) > limits.max_envelope_bytes:
+        raise malformed(f"{len(data)} bytes is over the limit of {limits.max_envelope_bytes}")
+    r = _Reader(data, "envelope")
+    if r.take(len(MAGIC), "magic") != MAGIC:
+        raise malformed("not a jgw envelope (bad magic)")
+    version = r.u8("version")
+    if version != VERSION:
+        raise EnvelopeError("envelope-version", f"version {version}; this node reads version {VERSION}")
+    suite_id = r.u8("suite")
+    suite = suites.BY_WIRE_ID.get(suite_id)
+    if suite is None:
+        raise EnvelopeError("suite-refused", f"unknown suite id {suite_id}")
+
+    header_len = r.u32("header length")
+    if header_len > limits.max_header_bytes:
+        raise malformed(f"header of {header_len} bytes is over the limit of {limits.max_header_bytes}")
+    header_start = r.pos
+    r.take(header_len, "header")
+    header = _parse_header(data, header_start, header_start + header_len, limits)
+    if len(header.signing_key_ids) != len(suite.signatures):
+        raise malformed(f"suite {suite.name} needs {len(suite.signatures)} signing key ids, header has "
+                        f"{len(header.signing_key_ids)}")
+
+    kb_len = r.u32("key block length")
+    kb = _Reader(r.take(kb_len, "key block"), "key block")
+    count = kb.u8("recipient count")
+    if count != len(header.recipients):
+        raise malformed(f"key block has {count} entries for {len(header.recipients)} recipients")
+    entries = []
+    for i in range(count):
+        n = kb.u16(f"entry {i} length")
+        if n != suite.key_entry_bytes:
+            raise malformed(f"key block entry {i} is {n} bytes; suite {suite.name} uses "
+                            f"{suite.key_entry_bytes}")
+        entries.append(kb.take(n, f"entry {i}"))
+    kb.expect_end()
+    aad = data[:r.pos]
+
+    payload_len = r.u32("payload length")
+    if payload_len < SALT_BYTES + AEAD_TAG_BYTES:
+        raise malformed(f"payload of {payload_len} bytes is shorter than salt and tag")
+    payload = r.take(payload_len, "payload")
+    signed_part = data[:r.pos]
+
+    sig_len = r.u32("signature block length")
+    sb = _Reader(r.take(sig_len, "signature block"), "signature block")
+    r.expect_end()
+    block = _parse_signature_block(sb, suite, limits)
+    return Envelope(suite=suite, header=header, key_block=tuple(entries), payload=payload,
+                    signature_block=block, signed_part=signed_part, aad=aad)
+
+
+def _parse_signature_block(r: _Reader, suite: suites.Suite, limits: Limits) -> SignatureBlock:
+    tree_size = r.u32("tree size")
+    leaf_index = r.u32("leaf index")
+    if tree_size == 0 or leaf_index >= tree_size:
+        raise EnvelopeError("batch-proof-invalid", f"leaf index {leaf_index} in a tree of {tree_size}")
+    root = r.take(HASH_BYTES, "root")
+    n_path = r.u8("proof length")
+    if n_path > limits.max_proof_hashes:
+        raise malformed(f"proof of {n_path} hashes is over the limit of {limits.max_proof_hashes}")
+    path = tuple(r.take(HASH_BYTES, f"proof hash {i}") for i in range(n_path))
+    n_sig = r.u8("signature count")
+    if n_sig != len(suite.signatures):
+        raise malformed(f"{n_sig} signatures; suite {suite.name} has {len(suite.signatures)}")
+    sigs = []
+    for i in range(n_sig):
+        n = r.u16(f"signature {i} length")
+        if n != suite.signature_bytes(i):
+            raise malformed(f"signature {i} is {n} bytes; {suite.signatures[i]} uses "
+                            f"{suite.signature_bytes(i)}")
+        sigs.append(r.take(n, f"signature {i}"))
+    r.expect_end()
+    return SignatureBlock(tree_size, leaf_index, root, path, tuple(sigs))
+
+
+def _parse_header(data: bytes, start: int, end: int, limits: Limits) -> Header:
+    r = _Reader(data, "header", start, end)
+    fields: dict[int, bytes] = {}
+    last = 0
+    while r.left():
+        tag = r.u8("field tag")
+        if tag not in KNOWN_TAGS:
+            raise malformed(f"header: unknown field tag {tag}")
+        if tag <= last:
+            raise malformed(f"header: field {tag} out of order or repeated")
+        last = tag
+        fields[tag] = r.take(r.u16(f"field {tag} length"), f"field {tag}")
+    missing = sorted(REQUIRED_TAGS - set(fields))
+    if missing:
+        raise malformed(f"header: required field {missing[0]} missing")
+
+    created = fields[T_CREATED_AT]
+    if len(created) != 8:
+        raise malformed("header: created-at is not 8 bytes")
+    created_at_ms: int = _U64.unpack(created)[0]
+    if created_at_ms > 253402300799999:  # 9999-12-31T23:59:59.999Z, so datetime conversion cannot fail
+        raise malformed("header: created-at beyond year 9999")
+    return Header(
+        message_id=_name(fields[T_MESSAGE_ID], MESSAGE_ID_RE, "message id"),
+        route=_name(fields[T_ROUTE], NODE_ID_RE, "route"),
+        sender=_name(fields[T_SENDER], NODE_ID_RE, "sender"),
+        created_at_ms=created_at_ms,
+        recipients=_parse_recipients(fields[T_RECIPIENTS], limits),
+        signing_key_ids=_parse_key_ids(fields[T_SIGNING_KEY_IDS]),
+        epoch_id=_exact(fields[T_EPOCH_ID], EPOCH_ID_BYTES, "epoch id"),
+        payload_digest=_exact(fields[T_PAYLOAD_DIGEST], DIGEST_BYTES, "payload digest"),
+        content_type=_text(fields.get(T_CONTENT_TYPE), "content type", limits),
+        correlation_id=_text(fields.get(T_CORRELATION_ID), "correlation id", limits),
+        order_key=(_exact(fields[T_ORDER_KEY], ORDER_KEY_BYTES, "order key")
+                   if T_ORDER_KEY in fields else None),
+    )
+
+
+def _name(raw: bytes, pattern: re.Pattern[bytes], what: str) -> str:
+    if not pattern.match(raw):
+        raise malformed(f"header: {what} is not a valid name ({len(raw)} bytes)")
+    return raw.decode("ascii")
+
+
+def _exact(raw: bytes, size: int, what: str) -> bytes:
+    if len(raw) != size:
+        raise malformed(f"header: {what} is {len(raw)} bytes, not {size}")
+    return raw
+
+
+def _text(raw: bytes | None, what: str, limits: Limits) -> str | None:
+    if raw is None:
+        return None
+    if len(raw) > min(255, limits.max_text_bytes):
+        raise malformed(f"header: {what} longer than {min(255, limits.max_text_bytes)} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise malformed(f"header: {what} is not UTF-8 (byte {exc.start})") from exc
+
+
+def _parse_recipients(raw: bytes, limits: Limits) -> tuple[Recipient, ...]:
+    r = _Reader(raw, "header recipients")
+    count = r.u8("count")
+    if count == 0 or count > limits.max_recipients:
+        raise malformed(f"header: {count} recipients (1 to {limits.max_recipients} allowed)")
+    out = []
+    seen: set[str] = set()
+    for i in range(count):
+        node = _name(r.take(r.u8(f"recipient {i} length"), f"recipient {i}"), NODE_ID_RE, f"recipient {i}")
+        if node in seen:
+            raise malformed(f"header: recipient {node} listed twice")
+        seen.add(node)
+        out.append(Recipient(node, r.take(KEY_ID_BYTES, f"recipient {i} key id")))
+    r.expect_end()
+    return tuple(out)
+
+
+def _parse_key_ids(raw: bytes) -> tuple[bytes, ...]:
+    r = _Reader(raw, "header signing key ids")
+    count = r.u8("count")
+    if count == 0:
+        raise malformed("header: no signing key id")
+    ids = tuple(r.take(KEY_ID_BYTES, f"signing key id {i}") for i in range(count))
+    r.expect_end()
+    return ids
