@@ -42,9 +42,10 @@ SUITE_DEFAULT = "default"
 SUITE_PQ_HYBRID = "pq-hybrid"
 SUITE_NAMES: tuple[str, ...] = (SUITE_DEFAULT, SUITE_PQ_HYBRID)
 
-#: Purposes a certificate is checked for (``check_certificate(cert, purpose, at)``).
-PURPOSE_SIGNING = "envelope-signing"
-PURPOSE_ENCRYPTION = "envelope-encryption"
+#: Purposes a certificate is checked for (``check_certificate(cert, purpose, at)``); the same strings
+#: as ``gateway.pki.purpose.Purpose``, so a PKI trust store can take them as they are.
+PURPOSE_SIGNING = "signing"
+PURPOSE_ENCRYPTION = "encryption"
 PURPOSES: tuple[str, ...] = (PURPOSE_SIGNING, PURPOSE_ENCRYPTION)
 
 KEY_ID_BYTES = 16
@@ -63,14 +64,14 @@ class KeyringError(JgwError):
 
 
 class CertificateUntrusted(DataError):
-    """A certificate failed the trust check. ``reason`` is a short code: ``unknown-ca``,
-    ``expired``, ``not-yet-valid``, ``revoked``, ``wrong-purpose``, ``not-a-ca``,
-    ``chain-too-long``, ``bad-time``."""
+    """A certificate failed the trust check. ``code`` is short: ``unknown-ca``, ``expired``,
+    ``not-yet-valid``, ``revoked``, ``wrong-purpose``, ``invalid-ca``, ``chain-too-long``,
+    ``bad-time`` (the codes of ``gateway.pki.errors.REFUSAL_CODES`` where they overlap)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
         self.detail = detail
-        super().__init__(f"certificate not trusted ({reason}): {detail}")
+        super().__init__(f"certificate not trusted ({code}): {detail}")
 
 
 def key_id(public_key: SpkiKey) -> str:
@@ -269,11 +270,18 @@ class CertificateTrust(Protocol):
     def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None: ...
 
 
-_PURPOSE_USAGE = {PURPOSE_SIGNING: "digital_signature", PURPOSE_ENCRYPTION: "key_agreement"}
+#: purpose -> (KeyUsage bits required, bits forbidden): one key per purpose, as gateway.pki.purpose.
+_PURPOSE_USAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    PURPOSE_SIGNING: (("digital_signature",), ("key_agreement", "key_encipherment", "data_encipherment",
+                                               "key_cert_sign", "crl_sign")),
+    PURPOSE_ENCRYPTION: (("key_agreement",),
+                         ("digital_signature", "content_commitment", "key_cert_sign", "crl_sign")),
+}
 
 
 def check_purpose(cert: x509.Certificate, purpose: str) -> None:
-    """End-entity profile: KeyUsage present with the bit the purpose needs, and not a CA."""
+    """End-entity profile: not a CA; KeyUsage present, with the bit the purpose needs and none that
+    would let the same key serve another purpose."""
     if purpose not in _PURPOSE_USAGE:
         raise ValueError(f"unknown certificate purpose {purpose!r}")
     name = cert.subject.rfc4514_string()
@@ -287,10 +295,14 @@ def check_purpose(cert: x509.Certificate, purpose: str) -> None:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound as exc:
         raise CertificateUntrusted("wrong-purpose", f"{name} has no KeyUsage extension") from exc
-    usage = _PURPOSE_USAGE[purpose]
-    ok = ku.digital_signature if usage == "digital_signature" else (ku.key_agreement or ku.key_encipherment)
-    if not ok:
+    required, forbidden = _PURPOSE_USAGE[purpose]
+    asserted = {bit for bit in (*required, *forbidden) if getattr(ku, bit)}
+    if not set(required) <= asserted:
         raise CertificateUntrusted("wrong-purpose", f"{name} KeyUsage does not allow {purpose}")
+    extra = sorted(asserted & set(forbidden))
+    if extra:
+        raise CertificateUntrusted("wrong-purpose", f"{name} KeyUsage asserts {', '.join(extra)}, not "
+                                                    f"allowed for {purpose} (one key per purpose)")
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -349,7 +361,7 @@ class CaTrust:
                 raise CertificateUntrusted("unknown-ca", f"{leaf.subject.rfc4514_string()}: no trusted "
                                                          f"issuer for {current.issuer.rfc4514_string()}")
             if not _is_ca(issuer):
-                raise CertificateUntrusted("not-a-ca",
+                raise CertificateUntrusted("invalid-ca",
                                            f"issuer {issuer.subject.rfc4514_string()} is not a CA")
             self._check_revocation(current, issuer)
             not_before = max(not_before, issuer.not_valid_before_utc)

@@ -45,7 +45,8 @@ from gateway.envelope import codec, inner, merkle, suites
 from gateway.envelope.codec import DEFAULT_LIMITS, Envelope, Limits
 from gateway.envelope.errors import EnvelopeError
 from gateway.envelope.sealer import ZERO_NONCE, key_entry_info, payload_key
-from gateway.keyring import PURPOSE_SIGNING, CertificateUntrusted, Keyring
+from gateway.errors import JgwError
+from gateway.keyring import PURPOSE_SIGNING, Keyring
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -147,9 +148,10 @@ class Opener:
         for cert in certs:
             try:
                 keyring.check_certificate(cert, PURPOSE_SIGNING, at)
-            except CertificateUntrusted as exc:
-                raise EnvelopeError("certificate-untrusted", f"sender {env.header.sender}: {exc.reason}: "
-                                                             f"{exc.detail}") from exc
+            except JgwError as exc:  # CertificateUntrusted, or a PKI trust store's own refusal: fail closed
+                code = getattr(exc, "code", "untrusted")
+                raise EnvelopeError("certificate-untrusted", f"sender {env.header.sender}: {code}: "
+                                                             f"{exc}") from exc
         return Verified(env, certs)
 
     def authorise(self, env: Envelope) -> None:

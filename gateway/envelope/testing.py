@@ -71,7 +71,6 @@ class TestCa:
         not_before = not_before or now - dt.timedelta(days=1)
         not_after = not_after or now + dt.timedelta(days=365)
         signing = purpose == PURPOSE_SIGNING
-        dh = isinstance(public_key, ec.EllipticCurvePublicKey | x25519.X25519PublicKey)
         if purpose not in (PURPOSE_SIGNING, PURPOSE_ENCRYPTION):
             raise ValueError(purpose)
         return (x509.CertificateBuilder()
@@ -80,8 +79,8 @@ class TestCa:
                 .serial_number(x509.random_serial_number()).not_valid_before(not_before)
                 .not_valid_after(not_after)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(_key_usage(digital_signature=signing, key_encipherment=not signing and not dh,
-                                          key_agreement=not signing and dh), critical=True)
+                .add_extension(_key_usage(digital_signature=signing, key_agreement=not signing),
+                               critical=True)
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
                 .sign(self.key, hashes.SHA256()))
 
