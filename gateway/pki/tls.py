@@ -1,0 +1,170 @@
+"""mTLS to RabbitMQ with EXTERNAL authentication: stdlib ``ssl`` contexts for pika.
+
+``client_context`` builds a fresh ``ssl.SSLContext``: TLS 1.2 or later, the broker's certificate
+verified against the configured anchors with its hostname checked, the broker's CRL checked
+(``VERIFY_CRL_CHECK_LEAF``, CRLs loaded from their PEM files), and our client certificate and key.
+Contexts are never changed after they are built: a reload builds a new one and reconnects (pika
+reads the context only when it connects). pyOpenSSL is not used here, so TLS keeps working under
+systemd's ``MemoryDenyWriteExecute=yes`` (research tech-stack §3.5).
+
+``check_login`` opens one connection with a context and logs in with EXTERNAL, so staff (and
+``jgw certs rotate --check-broker``) learn whether the broker accepts a certificate before the daemon
+depends on it. Failures are translated once, here, into one line that says what to do.
+
+Security: talks to the broker named by the caller; trusts the anchors given; reads our private key
+(mode 0600 enforced first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pika
+import pika.credentials
+import pika.exceptions
+
+from gateway.config import TlsConfig
+from gateway.errors import UnavailableError
+from gateway.pki.errors import CertificateError
+from gateway.pki.files import PEM_CRL, check_key_mode
+
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The files of one TLS client identity plus what it trusts."""
+
+    cert: Path
+    key: Path
+    cafiles: tuple[Path, ...]
+    crlfiles: tuple[Path, ...] = ()
+    crl_check: bool = True
+
+    def client_context(self) -> ssl.SSLContext:
+        return client_context(cafiles=self.cafiles, cert=self.cert, key=self.key, crlfiles=self.crlfiles,
+                              crl_check=self.crl_check)
+
+
+def client_context(*, cafiles: Sequence[Path], cert: Path, key: Path, crlfiles: Sequence[Path] = (),
+                   crl_check: bool = True) -> ssl.SSLContext:
+    """A new client context for mTLS to a broker. Raises ``CertificateError``/``KeyFileModeError``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
+    ctx.minimum_version = MINIMUM_VERSION
+    if not cafiles:
+        raise CertificateError("", "tls", "missing", "no CA certificate to verify the broker with")
+    for path in cafiles:
+        _load_verify(ctx, path, "CA certificate")
+    if crl_check:
+        if not crlfiles:
+            raise CertificateError("", "tls", "crl-missing",
+                                   "CRL checking of the broker certificate needs its CA's CRL (trust/crls/)")
+        for path in crlfiles:
+            try:
+                pem = PEM_CRL in path.read_bytes()
+            except OSError as exc:
+                raise CertificateError(str(path), "crl", "unreadable",
+                                       f"cannot read: {exc.strerror}") from exc
+            if not pem:
+                raise CertificateError(str(path), "crl", "unreadable",
+                                       "TLS needs CRLs in PEM; install it with jgw certs install --crl, "
+                                       "which converts DER to PEM")
+            _load_verify(ctx, path, "CRL")
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    check_key_mode(key)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise CertificateError(str(exc.filename or cert), "tls-client", "missing",
+                               "file not found") from exc
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise CertificateError(str(key), "tls-client", "key-mismatch",
+                                   f"this key does not belong to the certificate in {cert}") from exc
+        raise CertificateError(str(cert), "tls-client", "unreadable",
+                               f"cannot load the certificate and key ({exc.reason or exc})") from exc
+    return ctx
+
+
+def _load_verify(ctx: ssl.SSLContext, path: Path, what: str) -> None:
+    try:
+        ctx.load_verify_locations(cafile=str(path))
+    except FileNotFoundError as exc:
+        raise CertificateError(str(path), what, "missing", "file not found") from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise CertificateError(str(path), what, "unreadable", f"cannot load ({exc})") from exc
+
+
+def context_from_config(tls: TlsConfig) -> ssl.SSLContext:
+    """A context from a broker's ``[brokers.NAME.tls]`` table (ca, cert, key, crl)."""
+    crlfiles = (tls.crl,) if tls.crl is not None else ()
+    return client_context(cafiles=(tls.ca,), cert=tls.cert, key=tls.key, crlfiles=crlfiles,
+                          crl_check=tls.crl is not None)
+
+
+def ssl_options(ctx: ssl.SSLContext, server_hostname: str) -> pika.SSLOptions:
+    return pika.SSLOptions(ctx, server_hostname)
+
+
+def external_credentials() -> pika.credentials.ExternalCredentials:
+    return pika.credentials.ExternalCredentials()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an operator about a failed TLS connection or EXTERNAL login."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 8:
+        chain.append(cur)
+        nested = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = cur.__cause__ or cur.__context__ or nested
+    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
+    lowered = text.lower()
+    hints = (
+        ("certificate verify failed", "we do not trust the broker's certificate (anchors, hostname, CRL)"),
+        ("certificate revoked", "the broker's certificate is revoked"),
+        ("unable to get certificate crl", "no CRL for the broker certificate's CA in trust/crls/"),
+        ("hostname mismatch", "the broker's certificate does not name server_hostname"),
+        ("certificate expired", "the broker refused our client certificate: it has expired"),
+        ("certificate required", "the broker requires a client certificate and we sent none"),
+        ("unknown ca", "the broker does not trust the CA of our client certificate"),
+        ("bad certificate", "the broker refused our client certificate"),
+        ("certificate revoked", "the broker says our client certificate is revoked"),
+        ("external", "the broker refused EXTERNAL login: is the user (the certificate's CN) created, "
+                     "with no password and permissions on the vhost?"),
+        ("access_refused", "the broker refused the login (user or vhost permissions)"),
+        ("connection refused", "nothing listens on that address and port"),
+        ("timed out", "no answer from the broker (firewall, address)"),
+    )
+    for needle, hint in hints:
+        if needle in lowered:
+            return f"{hint} ({_last(chain)})"
+    return _last(chain)
+
+
+def _last(chain: list[BaseException]) -> str:
+    for e in reversed(chain):
+        if str(e):
+            return f"{type(e).__name__}: {e}"
+    return type(chain[-1]).__name__
+
+
+def check_login(host: str, port: int, ctx: ssl.SSLContext, *, server_hostname: str | None = None,
+                vhost: str = "/", timeout: float = 10.0) -> None:
+    """Connect with ``ctx`` and log in with EXTERNAL, then close. Raises ``UnavailableError`` with one
+    line saying why the broker (or we) refused."""
+    params = pika.ConnectionParameters(
+        host=host, port=port, virtual_host=vhost, ssl_options=ssl_options(ctx, server_hostname or host),
+        credentials=external_credentials(), connection_attempts=1, socket_timeout=timeout,
+        stack_timeout=timeout + 5, blocked_connection_timeout=timeout, heartbeat=30,
+        client_properties={"connection_name": "jgw certificate check"})
+    try:
+        conn = pika.BlockingConnection(params)
+    except (OSError, pika.exceptions.AMQPError) as exc:
+        raise UnavailableError(f"{host}:{port}: {describe_failure(exc)}") from exc
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        conn.close()
