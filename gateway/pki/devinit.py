@@ -29,8 +29,8 @@ from gateway.pki import hybrid
 from gateway.pki.devca import DEV_NOTICE, DevCa, new_key
 from gateway.pki.files import pem_certificates, write_atomic, write_private_key
 from gateway.pki.generation import SLOTS, load_generation
+from gateway.pki.install import export_public
 from gateway.pki.layout import CertsDir, cert_name, key_name
-from gateway.pki.peers import PEER_SLOTS
 from gateway.pki.purpose import Purpose
 from gateway.pki.rotation import rotate
 from gateway.pki.trust import TrustStore
@@ -81,7 +81,7 @@ def init_dev(directory: Path, node_ids: Sequence[str], now: dt.datetime, *, days
     for node in node_ids:
         for other in node_ids:
             if other != node:
-                copy_public(CertsDir(pki.nodes[other]).live_dir(), pki.nodes[node] / "peers" / other)
+                export_public(CertsDir(pki.nodes[other]).live_dir(), pki.nodes[node] / "peers" / other)
     return pki
 
 
@@ -128,16 +128,3 @@ def make_node(root: Path, node_id: str, ca: DevCa, now: dt.datetime, *, days: fl
     rotate(cd, lambda d: load_generation(d, node_id, trust, at=now))
     (cd.peers).mkdir(exist_ok=True)
     return root
-
-
-def copy_public(generation: Path, dest: Path) -> list[Path]:
-    """Copy a generation's public material (what a peer installs) into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in [cert_name(s) for s in PEER_SLOTS] + [hybrid.STATEMENT_FILE]:
-        src = generation / name
-        if src.is_file():
-            write_atomic(dest / name, src.read_bytes())
-            copied.append(dest / name)
-    return copied
-

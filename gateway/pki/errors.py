@@ -27,6 +27,7 @@ REFUSAL_CODES: dict[str, str] = {
     "crl-expired": "a CRL's nextUpdate has passed",
     "crl-not-yet-valid": "a CRL's thisUpdate is in the future",
     "crl-bad-signature": "a CRL is not signed by the CA it names, or by no configured CA at all",
+    "crl-older": "a CRL being installed is older than the one already installed for its CA",
     "key-mismatch": "a private key does not belong to its certificate",
     "key-reused": "one key is used for two purposes; each purpose needs its own key",
     "key-mode": "a private key file is readable by group or others",

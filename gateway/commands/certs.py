@@ -1,0 +1,312 @@
+"""``jgw certs install|status|rotate|rollback|export``: the certificate lifecycle for network staff.
+
+Each verb takes the node's config file (for ``node.id``, ``node.certs_dir`` and ``node.state_dir``)
+or ``--certs-dir DIR --node ID``. Verbs that change the directory hold its lock, repair what an
+interrupted run left, and accept ``--dry-run``, which runs every check and changes nothing.
+``rotate`` and ``rollback`` then send SIGHUP to the daemon named by ``<state_dir>/jgw.pid``.
+
+Exit codes: 0 done (status: everything in order); 1 status found something to act on (expired,
+expiring within --warn-days, refused, CRL due within --crl-warn-hours, repair pending);
+75 another certs command holds the lock; 77 a private key readable by others; 78 a certificate,
+key or CRL refused (the message names the file and the reason); 66 nothing staged / nothing to
+roll back to.
+
+Security: changes only the node's certs directory; signals only the jgw daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway import config as config_mod
+from gateway.errors import JgwError, UsageError
+from gateway.pki.generation import SLOT_BY_NAME, load_generation
+from gateway.pki.install import (
+    Installed,
+    export_public,
+    install_anchor,
+    install_crl,
+    install_node_certificate,
+    install_peer_file,
+)
+from gateway.pki.layout import CertsDir
+from gateway.pki.rotation import Outcome, repair, rollback, rotate, signal_daemon
+from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
+from gateway.pki.tls import TlsFiles, check_login
+from gateway.pki.trust import TrustStore
+
+PID_FILE = "jgw.pid"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which node's certs directory a command works on."""
+
+    certs_dir: Path
+    node_id: str
+    state_dir: Path | None
+    config: config_mod.Config | None
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?",
+                   help="the node's config file (node.id, node.certs_dir, node.state_dir)")
+    p.add_argument("--certs-dir", type=Path,
+                   help="the certs directory (instead of, or overriding, the config)")
+    p.add_argument("--node", help="the node id (instead of, or overriding, the config)")
+
+
+def target(args: argparse.Namespace) -> Target:
+    cfg = config_mod.load(args.config) if args.config else None
+    certs_dir = args.certs_dir or (cfg.node.certs_dir if cfg else None)
+    node_id = args.node or (cfg.node.id if cfg else None)
+    if certs_dir is None or node_id is None:
+        raise UsageError("name the node: give its config file, or --certs-dir DIR --node ID")
+    if not config_mod.NAME_RE.match(node_id):
+        raise UsageError(f"--node {node_id!r}: a node id must match {config_mod.NAME_RE.pattern}")
+    state_dir = getattr(args, "state_dir", None) or (cfg.node.state_dir if cfg else None)
+    return Target(Path(certs_dir), node_id, Path(state_dir) if state_dir else None, cfg)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("certs", help="install, check, rotate and roll back this node's certificates",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = p.add_subparsers(dest="certs_command", metavar="VERB")
+
+    ins = verbs.add_parser("install", help="check issued certificates (or a peer's, a CRL, an anchor) and "
+                                           "install them; node certificates go to staging",
+                           description=_INSTALL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_target_arguments(ins)
+    ins.add_argument("files", nargs="+", metavar="FILE", type=Path,
+                     help="certificate, CRL or key statement files")
+    kind = ins.add_mutually_exclusive_group()
+    kind.add_argument("--peer", metavar="ID", help="the files are peer ID's certificates / key statement")
+    kind.add_argument("--crl", action="store_true", help="the files are CRLs (PEM or DER; stored as PEM)")
+    kind.add_argument("--anchor", action="store_true", help="the files are CA certificates to trust")
+    ins.add_argument("--purpose", choices=tuple(SLOT_BY_NAME), help="the slot (default: found from the key)")
+    ins.add_argument("--key", type=Path,
+                     help="the certificate's private key, when it was not made by jgw pki csr")
+    ins.add_argument("--dry-run", action="store_true", help="run every check, install nothing (simulated)")
+    ins.set_defaults(func=cmd_install)
+
+    st = verbs.add_parser("status", help="every certificate and CRL: purpose, days left, who trusts it",
+                          description="Show every trust anchor, CRL, certificate of the live, previous and "
+                                      "staged generations and of every peer, with days left and state. "
+                                      "Exit 1 when something the node uses now is refused, expired, expires "
+                                      "within --warn-days, a CRL is due within --crl-warn-hours, or a repair "
+                                      "is pending; 0 otherwise. Items marked (info) do not affect the "
+                                      "result.")
+    add_target_arguments(st)
+    st.add_argument("--warn-days", type=float, default=DEFAULT_WARN.days, help="default %(default)s")
+    st.add_argument("--crl-warn-hours", type=float, default=DEFAULT_CRL_WARN.total_seconds() / 3600,
+                    help="default %(default)s")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+
+    for name, func, what in (("rotate", cmd_rotate, "make the staged generation live (keeps the previous)"),
+                             ("rollback", cmd_rollback, "return to the previous generation")):
+        r = verbs.add_parser(name, help=what,
+                             description=_ROTATE_HELP if name == "rotate" else _ROLLBACK_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_target_arguments(r)
+        r.add_argument("--state-dir", type=Path,
+                       help="where the daemon writes jgw.pid (default: node.state_dir)")
+        r.add_argument("--dry-run", action="store_true", help="run every check, change nothing (simulated)")
+        r.add_argument("--no-signal", action="store_true", help="do not send SIGHUP to the daemon")
+        r.add_argument("--check-brokers", action="store_true",
+                       help="before switching, log in to every TLS broker of the config with the new TLS "
+                            "certificate (EXTERNAL) and stop if one refuses it")
+        r.set_defaults(func=func)
+
+    ex = verbs.add_parser("export", help="copy the live public certificates for peers to install")
+    add_target_arguments(ex)
+    ex.add_argument("--out", type=Path, required=True, help="directory to write (e.g. a USB stick)")
+    ex.set_defaults(func=cmd_export)
+    def no_verb(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 64
+
+    p.set_defaults(func=no_verb)
+
+
+_INSTALL_HELP = """\
+Check each FILE and install it; failures do not stop the others, and a summary ends the run.
+
+  jgw certs install CONFIG issued/*.pem               this node's certificates -> staging/
+  jgw certs install CONFIG --peer city-b city-b/*     a peer's certificates -> peers/city-b/
+  jgw certs install CONFIG --crl ca.crl               a CA's new CRL -> trust/crls/
+  jgw certs install CONFIG --anchor new-root.pem      a new trust anchor -> trust/anchors/
+
+Checks: chain to a trust anchor, CRL, purpose (key usage), key match, validity, node id in the
+subjectAltName. Node certificates are only staged: jgw certs rotate makes them live.
+"""
+
+_ROTATE_HELP = """\
+Validate the staged generation fully (every slot: chain, CRL, purpose, key match and mode, validity,
+node id; optionally the brokers' acceptance of the new TLS certificate), archive it as the next
+generation, keep the current one as 'previous', switch 'live' in one atomic rename, then send SIGHUP
+to the daemon, which loads the new material off to the side and switches over (or keeps the old one
+and logs why). An interrupted earlier run is repaired first. --dry-run: simulated rotation.
+"""
+
+_ROLLBACK_HELP = """\
+Check that the previous generation is still usable, then swap 'live' and 'previous' atomically and
+send SIGHUP to the daemon. The generation rolled away from stays 'previous' (its decryption key keeps
+opening messages already encrypted to it). --dry-run: simulated rollback.
+"""
+
+
+def _validator(t: Target) -> Callable[[Path], object]:
+    def validate(directory: Path) -> object:
+        moment = now()
+        trust = TrustStore.load(CertsDir(t.certs_dir).trust, moment)
+        return load_generation(directory, t.node_id, trust, at=moment)
+    return validate
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    t = target(args)
+    cd = CertsDir(t.certs_dir)
+    done: list[Installed] = []
+    failed: list[tuple[Path, JgwError]] = []
+    files = sorted(args.files, key=lambda p: p.suffix == ".json")  # certificates before key statements
+    with cd.locked():
+        if not args.dry_run:
+            for line in repair(cd):
+                print(f"repaired: {line}")
+        for path in files:
+            try:
+                if args.crl:
+                    done.append(install_crl(cd, path, now(), dry_run=args.dry_run))
+                elif args.anchor:
+                    done.append(install_anchor(cd, path, now(), dry_run=args.dry_run))
+                elif args.peer:
+                    done.append(install_peer_file(cd, args.peer, path, now(), slot_name=args.purpose,
+                                                  dry_run=args.dry_run))
+                else:
+                    done.append(install_node_certificate(cd, t.node_id, path, now(), slot_name=args.purpose,
+                                                         key_file=args.key, dry_run=args.dry_run))
+            except JgwError as err:
+                failed.append((path, err))
+    for item in done:
+        for line in item.lines:
+            print(f"{item.source}: {line}")
+    for path, error in failed:
+        print(f"{path}: FAILED: {error}", file=sys.stderr)
+    verb = "checked (simulated, nothing written)" if args.dry_run else "installed"
+    print(f"{len(done)} {verb}, {len(failed)} failed")
+    if not failed and not args.dry_run and not (args.crl or args.anchor or args.peer):
+        print("next: jgw certs status, then jgw certs rotate")
+    elif not failed and not args.dry_run:
+        print("next: reload the daemon so it picks this up (systemctl reload jgw)")
+    return failed[0][1].exit_code if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    t = target(args)
+    report = collect(t.certs_dir, t.node_id, now(), warn=dt.timedelta(days=args.warn_days),
+                     crl_warn=dt.timedelta(hours=args.crl_warn_hours))
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+    else:
+        print(render(report))
+    return 1 if report.failed else 0
+
+
+def _check_brokers(t: Target, staged: Path) -> list[str]:
+    """Log in to each TLS broker of the config with the staged TLS identity (EXTERNAL)."""
+    if t.config is None:
+        raise UsageError("--check-brokers needs the config file (it names the brokers)")
+    lines = []
+    cd = CertsDir(t.certs_dir)
+    trust = TrustStore.load(cd.trust, now())
+    for broker in t.config.brokers.values():
+        if broker.tls is None:
+            continue
+        files = TlsFiles(cert=staged / "tls-client.pem", key=staged / "tls-client.key",
+                         cafiles=(broker.tls.ca,), crlfiles=tuple(c.path for c in trust.crls))
+        ctx = files.client_context()
+        for url in broker.urls:
+            parts = urlsplit(url)
+            host = parts.hostname or "localhost"
+            port = parts.port or 5671
+            check_login(host, port, ctx, server_hostname=broker.tls.server_hostname or host)
+            lines.append(f"broker {broker.name} ({host}:{port}) accepts the new TLS certificate")
+    return lines
+
+
+def _report(out: Outcome, t: Target, args: argparse.Namespace) -> int:
+    label = f"simulated {out.action}" if out.simulated else out.action
+    for line in out.lines:
+        print(f"{label}: {line}")
+    if out.simulated:
+        print(f"{label}: nothing changed")
+        return 0
+    if args.no_signal:
+        print("daemon not signalled (--no-signal): reload it yourself (systemctl reload jgw)")
+    elif t.state_dir is None:
+        print("daemon not signalled: no state directory known (give the config or --state-dir); "
+              "reload it yourself (systemctl reload jgw)")
+    else:
+        print(signal_daemon(t.state_dir / PID_FILE))
+    print("next: jgw certs status; check the daemon's log and jgw_reloads_total{result=\"success\"}")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    t = target(args)
+    cd = CertsDir(t.certs_dir)
+    validate = _validator(t)
+    pre: list[str] = []
+
+    def full_check(directory: Path) -> object:
+        result = validate(directory)
+        if args.check_brokers:
+            pre.extend(_check_brokers(t, directory))
+        return result
+
+    out = rotate(cd, full_check, dry_run=args.dry_run)
+    out.lines[:0] = pre
+    return _report(out, t, args)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    t = target(args)
+    cd = CertsDir(t.certs_dir)
+    validate = _validator(t)
+    pre: list[str] = []
+
+    def full_check(directory: Path) -> object:
+        result = validate(directory)
+        if args.check_brokers:
+            pre.extend(_check_brokers(t, directory))
+        return result
+
+    out = rollback(cd, full_check, dry_run=args.dry_run)
+    out.lines[:0] = pre
+    return _report(out, t, args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    t = target(args)
+    cd = CertsDir(t.certs_dir)
+    live = cd.live_dir()
+    validate = _validator(t)
+    validate(live)
+    copied = export_public(live, args.out)
+    for path in copied:
+        print(f"wrote {path}")
+    print(f"public material of {t.node_id} ({live.name}); at each peer: "
+          f"jgw certs install CONFIG --peer {t.node_id} {args.out}/*")
+    return 0
