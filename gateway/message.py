@@ -18,12 +18,21 @@ H_NODE = "x-jgw-node"  # node id of the jgw that forwarded the message
 H_ATTEMPT = "x-jgw-attempt"  # delivery attempts already spent on retry tiers
 H_REASON = "x-jgw-reason"  # short reason code (quarantine / dead-letter)
 H_DETAIL = "x-jgw-detail"  # operator text for the reason: ids and sizes only
-H_FAILED_AT = "x-jgw-failed-at"  # unix seconds when the message was set aside
-H_SENT_AT = "x-jgw-sent-at"  # unix seconds (float) when the source published it (jgw send)
+H_FAILED_AT = "x-jgw-failed-ms"  # unix time in milliseconds when the message was set aside
+H_SENT_AT = "x-jgw-sent-ms"  # unix time in milliseconds when the source published it (jgw send)
+# (AMQP tables carry no floats in pika: times are integer milliseconds.)
 H_REPLAYED = "x-jgw-replayed"  # number of times an operator replayed this message
 H_ORIGIN_QUEUE = "x-jgw-origin-queue"  # the source queue a set-aside message came from
 
 JGW_HEADER_PREFIX = "x-jgw-"
+
+
+def sent_at(headers: Mapping[str, Any] | None, timestamp: int | None) -> float | None:
+    """When the source published a message, as well as we can tell (for end-to-end latency)."""
+    raw = headers.get(H_SENT_AT) if headers else None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw / 1000.0
+    return float(timestamp) if timestamp is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +66,7 @@ class Message:
 
     @property
     def sent_at(self) -> float | None:
-        """When the source published it, as well as we can tell (for end-to-end latency)."""
-        raw = self.headers.get(H_SENT_AT)
-        if isinstance(raw, int | float):
-            return float(raw)
-        if isinstance(raw, bytes | str):
-            try:
-                return float(raw)
-            except ValueError:
-                return None
-        return float(self.timestamp) if self.timestamp is not None else None
+        return sent_at(self.headers, self.timestamp)
 
     def __repr__(self) -> str:  # never show the body or source headers
         return f"Message(id={self.message_id!r}, route={self.route!r}, size={self.size}, attempt={self.attempt})"

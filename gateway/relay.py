@@ -1,0 +1,246 @@
+"""The jgw daemon of one node: its broker links, its routes and the services around them.
+
+Start order: state directory and lock → metrics endpoint → dedup store → broker links → routes
+(each declares its topology when its links come up) → control socket → READY=1 once every route
+has made its first attempt (a route whose broker is down keeps trying; ``jgw_broker_up 0`` says so).
+Stop (SIGTERM/SIGINT): STOPPING=1, every route stops taking messages and waits up to
+``shutdown_grace`` for those in hand to settle; what is left stays in the source queues.
+
+Security: talks to the configured brokers, listens on the metrics address (loopback unless TLS with
+client certificates) and on a 0600 control socket in the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gateway.amqp import Link
+from gateway.config import Config
+from gateway.control import ControlServer
+from gateway.dedup import DedupStore
+from gateway.errors import JgwError, TempFailError, UnavailableError
+from gateway.hop import Evidence, RouteRunner
+from gateway.metrics import Metrics
+from gateway.metrics_http import MetricsServer, serve_metrics
+from gateway.route import build_stages, node_context
+from gateway.sdnotify import Notifier
+from gateway.watchdog import ProgressWatchdog
+
+log = logging.getLogger("jgw.relay")
+
+READY_TIMEOUT = 60.0  # READY=1 at the latest after this, even if a broker never answered
+
+
+class Relay:
+    def __init__(self, config: Config, *, evidence: Evidence | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.node = node_context(config)
+        self.metrics = Metrics(config.node.id)
+        self.evidence = evidence
+        self.notifier = notifier or Notifier(None)
+        self.links: dict[tuple[str, str], Link] = {}
+        self.routes: dict[str, RouteRunner] = {}
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._control: ControlServer | None = None
+        self._dedup: DedupStore | None = None
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jgw-stage")
+        # Stages are built (and so validated) before anything connects: a bad stage table is a
+        # configuration error at start, not a surprise at the first message.
+        self._stages = {name: build_stages(config, route, self.node)
+                        for name, route in config.routes.items() if route.enabled}
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._take_lock()
+        try:
+            await self._start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            watchdog = ProgressWatchdog.from_environ(self.notifier, self.healthy)
+            wd_task = loop.create_task(watchdog.run()) if watchdog is not None else None
+            await self._wait_started()
+            self.notifier.ready(self._status_line())
+            log.info("jgw ready", extra={"node": self.config.node.id, "routes": len(self.routes)})
+            status_task = loop.create_task(self._status_updates())
+            await self._stop.wait()
+            status_task.cancel()
+            await self._drain()
+            if wd_task is not None:
+                wd_task.cancel()
+            return 0
+        finally:
+            await self._shutdown()
+            self._release_lock()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested; draining", extra={"grace_s": self.config.node.shutdown_grace})
+            self._stop.set()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        if cfg.node.metrics_listen is not None:
+            host, port = cfg.node.metrics_listen
+            try:
+                self._metrics_server = await serve_metrics(self.metrics.registry, host, port, health=self.healthy,
+                                                           config_file=str(cfg.file))
+            except OSError as exc:
+                raise UnavailableError(f"metrics_listen {host}:{port}: {exc.strerror or exc}") from exc
+        self._dedup = DedupStore(cfg.node.state_dir / "dedup.sqlite3")
+        for name, stages in self._stages.items():
+            route = cfg.routes[name]
+            consume = self._link(route.source.broker, "consume")
+            side = self._link(route.source.broker, "publish")
+            sink = self._link(route.sink.broker, "publish")
+            runner = RouteRunner(route, stages, node_id=cfg.node.id, metrics=self.metrics, dedup=self._dedup,
+                                 executor=self._executor, consume_link=consume, side_link=side, sink_link=sink,
+                                 evidence=self.evidence)
+            self.routes[name] = runner
+        for link in self.links.values():
+            link.start()
+        for runner in self.routes.values():
+            runner.start()
+        self._control = ControlServer(cfg.node.control_socket, {"status": self._control_status})
+        await self._control.start()
+
+    def _link(self, broker: str, role: str) -> Link:
+        key = (broker, role)
+        if key not in self.links:
+            self.links[key] = Link(self.config.brokers[broker], role, self.config.node.id, self.metrics)
+        return self.links[key]
+
+    async def _wait_started(self) -> None:
+        waits = [asyncio.ensure_future(r.started.wait()) for r in self.routes.values()]
+        waits += [asyncio.ensure_future(link.first_attempt_done.wait()) for link in self.links.values()]
+        if waits:
+            done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT)
+            for fut in pending:
+                fut.cancel()
+
+    async def _drain(self) -> int:
+        self.notifier.stopping("draining in-flight messages")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.node.shutdown_grace
+        results = await asyncio.gather(*(r.drain(deadline) for r in self.routes.values()))
+        left = sum(results)
+        if left:
+            log.warning("stopped with messages still unsettled; they stay in their source queues",
+                        extra={"count": left})
+        return left
+
+    async def _shutdown(self) -> None:
+        for runner in self.routes.values():
+            await runner.stop()
+        for link in self.links.values():
+            await link.stop()
+        if self._control is not None:
+            await self._control.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+        if self._dedup is not None:
+            self._dedup.close()
+        if self.evidence is not None:
+            self.evidence.commit()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ state dir lock
+
+    def _take_lock(self) -> None:
+        state = self.config.node.state_dir
+        try:
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(state / "jgw.pid", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise UnavailableError(f"state_dir {state}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise TempFailError(f"another jgw is already running with state_dir {state}") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ health and status
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: every route's worker keeps up with its inbox."""
+        return all(r.progressing() for r in self.routes.values())
+
+    def status(self) -> dict[str, Any]:
+        links = {f"{b}/{role}": {"up": link.state.up, "blocked": link.state.blocked, "url": link.state.url,
+                                 "error": link.state.last_error}
+                 for (b, role), link in self.links.items()}
+        routes = [r.status().__dict__ for r in self.routes.values()]
+        return {"ok": True, "node": self.config.node.id, "pid": os.getpid(),
+                "uptime_seconds": round(time.time() - self.started_at, 1), "links": links, "routes": routes}
+
+    async def _control_status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def _status_line(self) -> str:
+        states = [r.status().state for r in self.routes.values()]
+        running = states.count("running")
+        return f"{running}/{len(states)} routes running"
+
+    async def _status_updates(self) -> None:
+        last = ""
+        while True:
+            line = self._status_line()
+            if line != last:
+                self.notifier.status(line)
+                last = line
+            await asyncio.sleep(5)
+
+
+def run(config: Config, *, evidence: Evidence | None = None) -> int:
+    """Entry point of ``jgw run``: returns the exit status."""
+    notifier = Notifier.from_environ(forget=True)
+    try:
+        relay = Relay(config, evidence=evidence, notifier=notifier)
+        return asyncio.run(relay.run())
+    except JgwError:
+        raise
+    finally:
+        notifier.close()
+
+
+def pid_of_running(state_dir: Path) -> int | None:
+    """The pid written by a running daemon with this state dir, if it still holds the lock."""
+    path = state_dir / "jgw.pid"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,44 @@
+"""A route's stage chain, built from its config: open → policy → seal, always in that order.
+
+The chain is derived, not listed by the operator: a route with an ``[routes.X.open]`` table opens
+envelopes, one with ``[routes.X.seal]`` seals them, and every route marked
+``personal_number = "forbidden"`` gets the policy stage on its clear payload (after open, before
+seal) whether or not it has a ``[routes.X.policy]`` table. That way a forbidden route can never be
+configured without its scan, nor scan ciphertext.
+
+Security: builds objects from validated config; reads no messages.
+"""
+
+from __future__ import annotations
+
+from gateway.config import Config, Options, RouteConfig
+from gateway.errors import ConfigError
+from gateway.stage import STAGE_KINDS, NodeContext, Stage, load_factory
+
+
+def stage_kinds(route: RouteConfig) -> list[str]:
+    kinds = []
+    for kind in STAGE_KINDS:  # dict order is the chain order
+        if kind in route.stage_tables or (kind == "policy" and route.personal_number == "forbidden"):
+            kinds.append(kind)
+    return kinds
+
+
+def build_stages(config: Config, route: RouteConfig, node: NodeContext) -> list[Stage]:
+    """Build (and so validate) the stages of one route. Raises ConfigError naming the key path."""
+    stages: list[Stage] = []
+    for kind in stage_kinds(route):
+        options = Options(str(config.file), f"routes.{route.name}.{kind}", route.stage_tables.get(kind, {}),
+                          config.file.resolve().parent)
+        try:
+            factory = load_factory(kind)
+        except ImportError as exc:
+            raise ConfigError(str(config.file), f"routes.{route.name}.{kind}",
+                              f"stage {kind!r} is not available in this build ({exc})") from exc
+        stages.append(factory(options, route, node))
+    return stages
+
+
+def node_context(config: Config) -> NodeContext:
+    return NodeContext(node_id=config.node.id, config_file=config.file, state_dir=config.node.state_dir,
+                       certs_dir=config.node.certs_dir)

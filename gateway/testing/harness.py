@@ -1,0 +1,279 @@
+"""Helpers to run real ``jgw`` processes against real brokers: for the tests, the demo and benches.
+
+``JgwProcess`` runs ``jgw run CONFIG`` as a child process (so a test can SIGKILL it), waits until
+its control socket says every route is running, and stops it with SIGTERM. ``Amqp`` is a small
+blocking client to publish numbered messages and read back what reached a queue.
+
+Security: test and development use only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError, ChannelClosedByBroker
+
+from gateway import control
+from gateway.errors import UnavailableError
+from gateway.message import H_SENT_AT
+
+MAIN_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def render_config(node: dict[str, Any], brokers: dict[str, dict[str, Any]], routes: dict[str, dict[str, Any]],
+                  defaults: dict[str, Any] | None = None) -> str:
+    """TOML text for a node config (tables written out explicitly, so tests read like the docs)."""
+    lines = ["[node]"] + [f"{k} = {toml_value(v)}" for k, v in node.items()]
+    for name, b in brokers.items():
+        lines += ["", f"[brokers.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in b.items()]
+    if defaults:
+        lines += ["", "[defaults]"] + [f"{k} = {toml_value(v)}" for k, v in defaults.items()]
+    for name, r in routes.items():
+        lines += ["", f"[routes.{name}]"]
+        tables = {k: v for k, v in r.items() if isinstance(v, dict) and k not in ("ordering",)}
+        lines += [f"{k} = {toml_value(v)}" for k, v in r.items() if k not in tables]
+        for tname, table in tables.items():
+            lines += [f"[routes.{name}.{tname}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+class JgwProcess:
+    """A ``jgw run`` child process."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path or config.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.control_socket = self._control_socket()
+
+    def _control_socket(self) -> Path:
+        from gateway import config as config_mod
+        return config_mod.load(self.config).node.control_socket
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> JgwProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        if wait:
+            self.wait_running(timeout)
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return control.request(self.control_socket, "status", timeout=5)
+
+    def wait_running(self, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"jgw exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                last = self.status()
+                if all(r["state"] == "running" for r in last["routes"]):
+                    return last
+            except UnavailableError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"jgw routes not running after {timeout}s: {last}\n{self.log()}")
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-20000:]
+        return ""
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> JgwProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Names:
+    """Unique queue and exchange names for one test, deleted afterwards."""
+
+    def __init__(self) -> None:
+        self.prefix = unique("jt")
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+        self.configs: list[Path] = []
+
+    def q(self, name: str) -> str:
+        full = f"{self.prefix}.{name}"
+        self.queues.append(full)
+        return full
+
+    def x(self, name: str) -> str:
+        full = f"{self.prefix}.{name}"
+        self.exchanges.append(full)
+        return full
+
+    def route(self, name: str) -> str:
+        """A route name; its retry-tier queues are cleaned up too."""
+        return f"{self.prefix.lower()}-{name}"
+
+
+NodeFactory = Callable[..., Path]
+
+
+@dataclass
+class Received:
+    message_id: str
+    body: bytes
+    headers: dict[str, Any]
+    properties: pika.BasicProperties
+
+
+class Amqp:
+    """A blocking client for test set-up and checks."""
+
+    def __init__(self, url: str = MAIN_URL) -> None:
+        self.url = url
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.ch = self.conn.channel()
+
+    def close(self) -> None:
+        with contextlib.suppress(AMQPError, OSError):
+            self.conn.close()
+
+    def __enter__(self) -> Amqp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _channel(self) -> BlockingChannel:
+        if self.ch.is_closed:
+            self.ch = self.conn.channel()
+        return self.ch
+
+    def declare_queue(self, name: str, quorum: bool = True) -> None:
+        args = {"x-queue-type": "quorum"} if quorum else {}
+        self._channel().queue_declare(name, durable=True, arguments=args)
+
+    def declare_exchange(self, name: str, type: str = "direct") -> None:
+        self._channel().exchange_declare(name, exchange_type=type, durable=True)
+
+    def bind(self, queue: str, exchange: str, key: str) -> None:
+        self._channel().queue_bind(queue, exchange, key)
+
+    def depth(self, queue: str) -> int | None:
+        try:
+            return int(self._channel().queue_declare(queue, passive=True).method.message_count)
+        except ChannelClosedByBroker:
+            return None
+
+    def publish(self, queue: str, bodies: Iterable[bytes], *, ids: Iterable[str] | None = None,
+                headers: dict[str, Any] | None = None, exchange: str = "") -> list[str]:
+        ch = self.conn.channel()
+        ch.confirm_delivery()
+        out = []
+        id_iter = iter(ids) if ids is not None else None
+        for body in bodies:
+            mid = next(id_iter) if id_iter is not None else uuid.uuid4().hex
+            props = pika.BasicProperties(message_id=mid, delivery_mode=2,
+                                         headers={**(headers or {}), H_SENT_AT: int(time.time() * 1000)})
+            ch.basic_publish(exchange, queue, body, props, mandatory=True)
+            out.append(mid)
+        ch.close()
+        return out
+
+    def drain(self, queue: str, expect: int | None = None, timeout: float = 30.0, idle: float = 1.0
+              ) -> list[Received]:
+        """Consume (and ack) everything from ``queue``; stop when ``expect`` were read, or the queue
+        has been empty for ``idle`` seconds, or ``timeout`` passed."""
+        ch = self.conn.channel()
+        out: list[Received] = []
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                if expect is None and time.monotonic() - last > idle:
+                    break
+                if expect is not None and len(out) >= expect and time.monotonic() - last > idle:
+                    break
+                self.conn.process_data_events(0.05)
+                continue
+            last = time.monotonic()
+            out.append(Received(props.message_id, body, dict(props.headers or {}), props))
+        ch.close()
+        return out
+
+    def delete(self, *queues: str, exchanges: Iterable[str] = ()) -> None:
+        for q in queues:
+            with contextlib.suppress(AMQPError):
+                self._channel().queue_delete(q)
+        for e in exchanges:
+            with contextlib.suppress(AMQPError):
+                self._channel().exchange_delete(e)
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running(config: Path, **kw: Any) -> Iterator[JgwProcess]:
+    proc = JgwProcess(config, **kw).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
