@@ -405,7 +405,8 @@ class Keyring:
     """
 
     node_id: str
-    signing: SigningIdentity
+    #: None for a node (or an auditor's tool) that only verifies and opens.
+    signing: SigningIdentity | None
     trust: CertificateTrust
     decryption_keys: Mapping[str, DecryptionKey] = field(default_factory=dict)
     encryption_key_ids: Mapping[str, str] = field(default_factory=dict)
@@ -426,7 +427,7 @@ class Keyring:
         object.__setattr__(self, "peers", _frozen_map(self.peers))
 
     @classmethod
-    def build(cls, node_id: str, signing: SigningIdentity, trust: CertificateTrust,
+    def build(cls, node_id: str, signing: SigningIdentity | None, trust: CertificateTrust,
               decryption_keys: Iterable[DecryptionKey] = (), peers: Iterable[PeerKeys] = (),
               encryption_key_ids: Mapping[str, str] | None = None) -> Keyring:
         """File keys under their ids. Without ``encryption_key_ids`` the *last* decryption key given per
@@ -443,6 +444,12 @@ class Keyring:
     def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
         """Raise ``CertificateUntrusted`` unless ``cert`` is trusted for ``purpose`` at ``at``."""
         self.trust.check_certificate(cert, purpose, at)
+
+    def signing_identity(self) -> SigningIdentity:
+        """Our signing identity, or KeyringError for a verify-only keyring."""
+        if self.signing is None:
+            raise KeyringError(f"the keyring of {self.node_id} has no signing key")
+        return self.signing
 
     def peer(self, node_id: str) -> PeerKeys | None:
         return self.peers.get(node_id)

@@ -217,7 +217,7 @@ class Opener:
 
     def _signing_certificates(self, env: Envelope, keyring: Keyring) -> tuple[x509.Certificate, ...]:
         h = env.header
-        if h.sender == keyring.node_id:
+        if h.sender == keyring.node_id and keyring.signing is not None:
             own = keyring.signing
             known = {own.key_id: own.certificate}
             if own.mldsa_key_id is not None and own.mldsa_certificate is not None:

@@ -124,7 +124,7 @@ class Sealer:
 
         Raises ``KeyringError`` when the keyring cannot seal at all (no ML-DSA key for the hybrid
         suite, a recipient's key missing): no message is at fault then."""
-        signing = keyring.signing
+        signing = keyring.signing_identity()
         signing_key_ids: tuple[bytes, ...] = (bytes.fromhex(signing.key_id),)
         if self.suite is suites.PQ_HYBRID:
             if signing.mldsa_private_key is None or signing.mldsa_key_id is None:

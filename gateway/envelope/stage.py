@@ -215,6 +215,8 @@ def seal_stage(options: Options, route: RouteConfig, node: NodeContext) -> SealS
             keyring.encryption_key_for(r, suite)
         except KeyringError as exc:
             raise options.error(f"recipients[{i}]", str(exc)) from exc
+    if keyring.signing is None:
+        raise options.error("", f"node {node.node_id} has no signing key; it cannot seal")
     if suite != SUITE_DEFAULT and keyring.signing.mldsa_private_key is None:
         raise options.error("suite", f"suite {suite} needs an ML-DSA-65 signing key; node {node.node_id} "
                                      "has none")

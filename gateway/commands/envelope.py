@@ -1,0 +1,322 @@
+"""``jgw envelope inspect|verify|open|seal``: sealed envelopes by hand, for operators and auditors.
+
+inspect  prints the signed header and sizes; needs no key and checks nothing cryptographic.
+verify   checks signatures, the batch proof and the sender's certificate chain at the signed
+         created-at (or ``--at``); needs no private key.
+open     verify, then decrypt with this node's key and write the payload; the replay window is
+         checked only with ``--window`` (an auditor opening a years-old message passes none).
+seal     makes one envelope (a batch of one) from a file.
+
+Keys and certificates are named by file (``--sign-key``, ``--ca``, ``--peer NODE=FILE``, ...); a
+later ``--certs DIR`` will read a node's ``certs/`` layout instead.
+
+Security: reads the envelope (hostile) and named key files; private key files must be 0600. Prints
+header fields (ids, names, digests, sizes), never payload bytes unless ``open --out -`` asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import NAME_RE, parse_duration
+from gateway.envelope import codec, keyfiles
+from gateway.envelope.errors import REASONS
+from gateway.envelope.inner import Contents
+from gateway.envelope.opener import Opener, OpenPolicy
+from gateway.envelope.sealer import Sealer, SealItem
+from gateway.errors import DataError, NoInputError, UsageError
+from gateway.keyring import SUITE_NAMES, CaTrust, Keyring, PeerKeys
+
+EXIT_CODES = "\n".join(f"  {code:>3}  {reason:<22} {meaning}" for reason, (meaning, code) in
+                       sorted(REASONS.items(), key=lambda r: r[1][1]))
+EPILOG = f"""exit codes (which check failed):
+    0  ok
+{EXIT_CODES}
+   64  usage          66  a named file is missing     77  a private key file is not 0600
+   78  key material does not fit (key and certificate differ, missing peer key)
+"""
+
+MAX_ENVELOPE_FILE = 256 * 1024 * 1024
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("envelope", help="inspect, verify, open or seal an envelope by hand",
+                            description=__doc__.split("\n\nSecurity:")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    verbs = parser.add_subparsers(dest="envelope_command", metavar="VERB", required=True)
+
+    p = verbs.add_parser("inspect", help="print the signed header (no key needed, nothing verified)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("file", type=Path, help="envelope file ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = verbs.add_parser("verify", help="check signatures, batch proof and certificate chain (no key)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("file", type=Path, help="envelope file ('-' for stdin)")
+    _trust_args(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = verbs.add_parser("open", help="verify, then decrypt with this node's key",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("file", type=Path, help="envelope file ('-' for stdin)")
+    _trust_args(p)
+    p.add_argument("--node", required=True, help="this node's id (must be a recipient)")
+    p.add_argument("--key", type=Path, action="append", required=True, metavar="FILE",
+                   help="decryption key file (0600); repeat for previous generations; a pq-hybrid key is one "
+                        "file holding the ML-KEM-768 and X25519 keys")
+    p.add_argument("--window", metavar="DURATION", help="also check created-at is within DURATION of --at")
+    p.add_argument("--skew", metavar="DURATION", default="5m", help="clock-skew allowance (default 5m)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="write the payload to this new file, mode 0600 ('-': stdout)")
+    p.add_argument("--meta", type=Path, metavar="FILE", help="write properties and headers here as JSON")
+    p.set_defaults(func=cmd_open)
+
+    p = verbs.add_parser("seal", help="seal one payload file for named recipients",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--node", required=True, help="this node's id (the signed sender)")
+    p.add_argument("--route", required=True, help="route name to sign into the header")
+    p.add_argument("--suite", choices=SUITE_NAMES, default="default")
+    p.add_argument("--sign-key", type=Path, required=True, metavar="FILE", help="EC P-256 signing key (0600)")
+    p.add_argument("--sign-cert", type=Path, required=True, metavar="FILE")
+    p.add_argument("--mldsa-key", type=Path, metavar="FILE", help="ML-DSA-65 signing key (pq-hybrid)")
+    p.add_argument("--mldsa-cert", type=Path, metavar="FILE")
+    p.add_argument("--to", action="append", required=True, metavar="NODE=FILE",
+                   help="recipient and its PEM file of public encryption keys; repeat per recipient")
+    p.add_argument("--in", dest="input", type=Path, required=True, metavar="FILE",
+                   help="payload file ('-': stdin)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="envelope file to write")
+    p.add_argument("--message-id", help="message id (default: a new UUID)")
+    p.add_argument("--content-type")
+    p.add_argument("--correlation-id")
+    p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="a text header")
+    p.set_defaults(func=cmd_seal)
+
+
+def _trust_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ca", type=Path, action="append", required=True, metavar="FILE",
+                   help="trust anchor certificate(s); repeat as needed")
+    p.add_argument("--intermediate", type=Path, action="append", default=[], metavar="FILE")
+    p.add_argument("--crl", type=Path, action="append", default=[], metavar="FILE")
+    p.add_argument("--peer", action="append", default=[], metavar="NODE=FILE",
+                   help="a sender's signing certificate(s); repeat per node")
+    p.add_argument("--sender", action="append", default=[], metavar="NODE",
+                   help="only accept these senders (default: any --peer)")
+    p.add_argument("--route", action="append", default=[], metavar="NAME",
+                   help="only accept these signed route names")
+    p.add_argument("--suite", action="append", default=[], choices=SUITE_NAMES,
+                   help="only accept these suites")
+    p.add_argument("--at", metavar="TIME", help="ISO 8601 time to judge the window at (default: now)")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _read_envelope(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read(MAX_ENVELOPE_FILE + 1)
+    try:
+        if path.stat().st_size > MAX_ENVELOPE_FILE:
+            raise DataError(f"{path}: larger than {MAX_ENVELOPE_FILE} bytes; not an envelope")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NoInputError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise NoInputError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _node_file(text: str, option: str) -> tuple[str, Path]:
+    node, sep, file = text.partition("=")
+    if not sep or not NAME_RE.match(node) or not file:
+        raise UsageError(f"{option} {text!r}: expected NODE=FILE with a node id matching {NAME_RE.pattern}")
+    return node, Path(file)
+
+
+def _peers(specs: Sequence[str], option: str) -> list[PeerKeys]:
+    files: dict[str, list[Path]] = {}
+    for spec in specs:
+        node, path = _node_file(spec, option)
+        files.setdefault(node, []).append(path)
+    return [keyfiles.peer_keys(node, paths) for node, paths in files.items()]
+
+
+def _at(args: argparse.Namespace) -> float:
+    if not args.at:
+        return time.time()
+    try:
+        when = dt.datetime.fromisoformat(args.at)
+    except ValueError as exc:
+        raise UsageError(f"--at {args.at!r}: expected an ISO 8601 time such as "
+                         "2031-04-01T09:00:00+09:00") from exc
+    if when.tzinfo is None:
+        raise UsageError(f"--at {args.at!r}: give a UTC offset (e.g. +09:00 or Z)")
+    return when.timestamp()
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from exc
+
+
+def _verify_keyring(args: argparse.Namespace, node_id: str, keys: Sequence[Path] = ()) -> Keyring:
+    trust = CaTrust(keyfiles.load_certificates(args.ca), keyfiles.load_certificates(args.intermediate),
+                    keyfiles.load_crls(args.crl))
+    decryption = [k for path in keys for k in keyfiles.decryption_keys(path)]
+    return Keyring.build(node_id, None, trust, decryption, _peers(args.peer, "--peer"))
+
+
+def _policy(args: argparse.Namespace, window: float | None = None, skew: float = 300.0) -> OpenPolicy:
+    return OpenPolicy(senders=frozenset(args.sender) or None, suites=frozenset(args.suite) or None,
+                      routes=frozenset(args.route) or None, replay_window=window, clock_skew=skew)
+
+
+def _header_dict(env: codec.Envelope) -> dict[str, Any]:
+    h = env.header
+    block = env.signature_block
+    return {
+        "version": codec.VERSION, "suite": env.suite.name, "message_id": h.message_id, "route": h.route,
+        "sender": h.sender, "created_at": h.created_at.isoformat().replace("+00:00", "Z"),
+        "recipients": [{"node": r.node_id, "key_id": r.key_id.hex()} for r in h.recipients],
+        "signing_key_ids": [k.hex() for k in h.signing_key_ids], "signatures": list(env.suite.signatures),
+        "epoch_id": h.epoch_id.hex(), "payload_digest": "sha256:" + h.payload_digest.hex(),
+        "content_type": h.content_type, "correlation_id": h.correlation_id,
+        "order_key": h.order_key.hex() if h.order_key is not None else None,
+        "batch": {"leaf": block.leaf_index, "size": block.tree_size, "root": block.root.hex(),
+                  "proof_hashes": len(block.path)},
+        "sizes": {"envelope": len(env.encode()), "key_block_entries": len(env.key_block),
+                  "payload": len(env.payload)},
+    }
+
+
+def _print_fields(fields: dict[str, Any], out: Any = None) -> None:
+    out = out or sys.stdout
+    for key, value in fields.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = ", ".join(" ".join(f"{k}={v}" for k, v in item.items()) for item in value)
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        print(f"{key.replace('_', '-')}: {'-' if value is None else value}", file=out)
+
+
+# -- verbs -----------------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    env = codec.parse(_read_envelope(args.file))
+    fields = _header_dict(env)
+    if args.json:
+        print(json.dumps(fields, ensure_ascii=False, indent=2))
+    else:
+        _print_fields(fields)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    keyring = _verify_keyring(args, "auditor")
+    verified = Opener(_policy(args)).verify(_read_envelope(args.file), keyring)
+    Opener(_policy(args)).authorise(verified.envelope)
+    h = verified.envelope.header
+    block = verified.envelope.signature_block
+    print(f"ok: {' + '.join(verified.envelope.suite.signatures)} signature(s) by {h.sender} verify over "
+          f"batch root (leaf {block.leaf_index} of {block.tree_size}); certificate(s) trusted at "
+          f"{h.created_at.isoformat().replace('+00:00', 'Z')}")
+    for cert in verified.certificates:
+        print(f"  signer: {cert.subject.rfc4514_string()} serial {cert.serial_number:x} "
+              f"valid {cert.not_valid_before_utc:%Y-%m-%d}..{cert.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    if not NAME_RE.match(args.node):
+        raise UsageError(f"--node {args.node!r}: not a node id")
+    keyring = _verify_keyring(args, args.node, args.key)
+    skew = _duration(args.skew, "--skew")
+    opener = Opener(_policy(args, _duration(args.window, "--window"), skew if skew is not None else 300.0))
+    opened = opener.open(_read_envelope(args.file), keyring, _at(args))
+    c = opened.contents
+    if str(args.out) == "-":
+        sys.stdout.buffer.write(c.body)
+        sys.stdout.buffer.flush()
+    else:
+        _write_new(args.out, c.body)
+    if args.meta:
+        _write_new(args.meta, json.dumps(_meta(c), ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
+    h = opened.envelope.header
+    print(f"ok: opened {h.message_id} from {h.sender} ({len(c.body)} bytes, {len(c.headers)} headers) "
+          f"with key {opened.recipient_key_id}", file=sys.stderr)
+    return 0
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    if not NAME_RE.match(args.node) or not NAME_RE.match(args.route):
+        raise UsageError("--node and --route must be names matching " + NAME_RE.pattern)
+    identity = keyfiles.signing_identity(args.sign_key, args.sign_cert, args.mldsa_key, args.mldsa_cert)
+    peers = _peers(args.to, "--to")
+    keyring = Keyring.build(args.node, identity, CaTrust([]), (), peers)
+    headers: dict[str, Any] = {}
+    for spec in args.header:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--header {spec!r}: expected KEY=VALUE")
+        headers[key] = value
+    if str(args.input) == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        try:
+            body = args.input.read_bytes()
+        except FileNotFoundError as exc:
+            raise NoInputError(f"{args.input}: file not found") from exc
+    contents = Contents(body, headers, content_type=args.content_type, correlation_id=args.correlation_id)
+    sealer = Sealer(suite=args.suite, route=args.route, recipients=[p.node_id for p in peers])
+    (result,) = sealer.seal([SealItem(args.message_id or str(uuid.uuid4()), contents)], keyring, time.time())
+    if not isinstance(result, bytes):
+        raise result
+    _write_new(args.out, result)
+    print(f"ok: sealed {len(body)} bytes for {', '.join(p.node_id for p in peers)} into {args.out} "
+          f"({len(result)} bytes, suite {args.suite})", file=sys.stderr)
+    return 0
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file readable by its owner only (a payload may be personal data)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise UsageError(f"{path}: exists; refusing to overwrite") from exc
+    except OSError as exc:
+        raise NoInputError(f"{path}: cannot create: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _meta(c: Contents) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"base64": base64.b64encode(value).decode("ascii")}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, str | int | float | bool) or value is None:
+            return value
+        return {type(value).__name__: str(value)}
+
+    return {"content_type": c.content_type, "content_encoding": c.content_encoding,
+            "correlation_id": c.correlation_id, "type": c.type, "app_id": c.app_id, "timestamp": c.timestamp,
+            "headers": plain(dict(c.headers))}

@@ -1,0 +1,156 @@
+"""``jgw envelope``: each check that fails has its own exit status; the happy paths round-trip files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from gateway.commands import envelope as command
+from gateway.envelope import codec
+from gateway.envelope.testing import TestCa, write_node_files, write_public_pem
+from gateway.errors import JgwError
+
+from .conftest import Pki
+from .forge import flip, sections
+
+
+def jgw(*argv: str | Path) -> int:
+    """What gateway.cli.main does for this verb: parse, run, a JgwError becomes its exit code."""
+    parser = argparse.ArgumentParser(prog="jgw")
+    command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([str(a) for a in argv])
+    try:
+        status: int = args.func(args)
+        return status
+    except JgwError as exc:
+        print(f"jgw: {exc}")
+        return exc.exit_code
+
+
+@pytest.fixture(scope="module")
+def files(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Mapping[str, Path]]:
+    root = tmp_path_factory.mktemp("nodes")
+    out = {n: write_node_files(root / n, pki.nodes[n]) for n in ("city-a", "dc-b", "cs-c")}
+    out["ca"] = {"ca.crt": write_public_pem(root / "ca.crt", pki.ca.cert),
+                 "other-ca.crt": write_public_pem(root / "other-ca.crt", TestCa.create().cert)}
+    return out
+
+
+def seal(files: dict[str, Mapping[str, Path]], out: Path, *extra: str | Path, suite: str = "default",
+         payload: bytes = b"\x8e\xa9 Shift_JIS bytes \x00\xff") -> Path:
+    src = out.with_suffix(".in")
+    src.write_bytes(payload)
+    a = files["city-a"]
+    pq = ["--mldsa-key", a["mldsa.key"], "--mldsa-cert", a["mldsa.crt"]] if suite == "pq-hybrid" else []
+    assert jgw("envelope", "seal", "--node", "city-a", "--route", "r1", "--suite", suite, "--sign-key",
+               a["sign.key"], "--sign-cert", a["sign.crt"], *pq, "--to", f"dc-b={files['dc-b']['peer.pem']}",
+               "--in", src, "--out", out, "--message-id", "cli-1", "--content-type", "text/plain",
+               "--header", "x-biz=異動", *extra) == 0
+    return out
+
+
+def trust(files: dict[str, Mapping[str, Path]], ca: str = "ca.crt") -> list[str | Path]:
+    return ["--ca", files["ca"][ca], "--peer", f"city-a={files['city-a']['peer.pem']}"]
+
+
+@pytest.mark.parametrize("suite", ["default", "pq-hybrid"])
+def test_seal_inspect_verify_open(files: dict[str, Mapping[str, Path]], tmp_path: Path, suite: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-sealed envelope inspects, verifies and opens to the same bytes, written 0600."""
+    env = seal(files, tmp_path / "m.jgwe", suite=suite)
+    assert jgw("envelope", "inspect", env, "--json") == 0
+    fields = json.loads(capsys.readouterr().out)
+    assert (fields["suite"], fields["message_id"], fields["sender"], fields["content_type"]) == (
+        suite, "cli-1", "city-a", "text/plain")
+    assert [r["node"] for r in fields["recipients"]] == ["dc-b"]
+    assert jgw("envelope", "inspect", env) == 0
+    assert "message-id: cli-1" in capsys.readouterr().out
+    assert jgw("envelope", "verify", env, *trust(files)) == 0
+    assert "ok:" in capsys.readouterr().out
+    out, meta = tmp_path / "payload", tmp_path / "meta.json"
+    assert jgw("envelope", "open", env, *trust(files), "--node", "dc-b", "--key", files["dc-b"]["enc.key"],
+               "--key", files["dc-b"]["enc-pq.key"], "--out", out, "--meta", meta, "--window", "1h") == 0
+    assert out.read_bytes() == b"\x8e\xa9 Shift_JIS bytes \x00\xff"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert json.loads(meta.read_text("utf-8"))["headers"] == {"x-biz": "異動"}
+
+
+def test_exit_status_names_the_failed_check(files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """Tampering, an untrusted CA, the wrong recipient, the wrong sender, a refused suite and an
+    old message each exit with their own status."""
+    env = seal(files, tmp_path / "m.jgwe")
+    data = env.read_bytes()
+    tampered = tmp_path / "tampered.jgwe"
+    tampered.write_bytes(flip(data, sections(data)["payload"][0] + 40))
+    garbage = tmp_path / "garbage.jgwe"
+    garbage.write_bytes(b"not an envelope")
+    later = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3 * 3600))
+    dc = ["--node", "dc-b", "--key", files["dc-b"]["enc.key"]]
+    cs = ["--node", "cs-c", "--key", files["cs-c"]["enc.key"]]
+    n = iter(range(100))
+    cases: list[tuple[list[str | Path], int]] = [
+        (["verify", tampered, *trust(files)], 10),
+        (["verify", env, *trust(files, "other-ca.crt")], 12),
+        (["verify", env, "--ca", files["ca"]["ca.crt"]], 12),  # no --peer: sender unknown
+        (["verify", env, *trust(files), "--sender", "rogue-x"], 13),
+        (["verify", env, *trust(files), "--route", "r2"], 14),
+        (["open", env, *trust(files), *cs, "--out", tmp_path / f"o{next(n)}"], 15),
+        (["open", env, *trust(files), *dc, "--out", tmp_path / f"o{next(n)}", "--window", "1h",
+          "--at", later], 18),
+        (["verify", env, *trust(files), "--suite", "pq-hybrid"], 19),
+        (["inspect", garbage], 65),
+        (["inspect", tmp_path / "missing.jgwe"], 66),
+    ]
+    for argv, status in cases:
+        assert jgw("envelope", *argv) == status, argv
+
+
+def test_private_key_files_must_be_0600(files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """A group-readable key file is refused (exit 77) before it is read."""
+    env = seal(files, tmp_path / "m.jgwe")
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(files["dc-b"]["enc.key"].read_bytes())
+    os.chmod(loose, 0o640)
+    assert jgw("envelope", "open", env, *trust(files), "--node", "dc-b", "--key", loose,
+               "--out", tmp_path / "p") == 77
+    assert not (tmp_path / "p").exists()
+
+
+def test_open_never_overwrites(files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """open refuses to write over an existing file (exit 64)."""
+    env = seal(files, tmp_path / "m.jgwe")
+    existing = tmp_path / "exists"
+    existing.write_bytes(b"keep me")
+    assert jgw("envelope", "open", env, *trust(files), "--node", "dc-b", "--key", files["dc-b"]["enc.key"],
+               "--out", existing) == 64
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_usage_errors(files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """Malformed NODE=FILE and times are usage errors (64), not tracebacks."""
+    env = seal(files, tmp_path / "m.jgwe")
+    assert jgw("envelope", "verify", env, "--ca", files["ca"]["ca.crt"], "--peer", "no-equals-sign") == 64
+    assert jgw("envelope", "open", env, *trust(files), "--node", "dc-b", "--key", files["dc-b"]["enc.key"],
+               "--out", tmp_path / "x", "--window", "1h", "--at", "yesterday") == 64
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help lists every reason code with its exit status."""
+    with pytest.raises(SystemExit):
+        jgw("envelope", "verify", "--help")
+    text = capsys.readouterr().out
+    for reason in ("signature-invalid", "certificate-untrusted", "not-recipient", "outside-window"):
+        assert reason in text
+
+
+def test_sealed_file_is_a_valid_envelope(files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """What seal writes parses with the library codec and names the CLI's recipient."""
+    env = seal(files, tmp_path / "m.jgwe")
+    assert codec.parse(env.read_bytes()).header.recipient_ids() == ("dc-b",)
