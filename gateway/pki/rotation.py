@@ -8,7 +8,7 @@ kept until a rotation has committed. A Python exception during a rotation takes 
 path at once, so a crash and an error leave the same state.
 
     rotate:   journal -> archive/.gen-N.tmp -> archive/gen-N -> previous := live -> live := gen-N (commit)
-              -> journal removed -> staging removed
+              -> staging removed -> journal removed
     rollback: journal -> previous := live -> live := old previous (commit) -> journal removed
 
 Rollback swaps ``live`` and ``previous``: the generation rolled away from stays ``previous``, so its
@@ -218,10 +218,10 @@ def rotate(cd: CertsDir, validate: Validate, *, dry_run: bool = False, hook: Hoo
             hook("previous")
             cd.set_pointer("live", gen)  # the commit point
             hook("live")
-            cd.journal.unlink()
-            fsync_dir(cd.root)
-            hook("journal-removed")
             shutil.rmtree(cd.staging)
+            fsync_dir(cd.root)
+            hook("staging-removed")
+            cd.journal.unlink()
             fsync_dir(cd.root)
         except BaseException:
             with contextlib.suppress(Exception):

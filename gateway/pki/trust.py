@@ -225,7 +225,7 @@ class TrustStore:
         for child, issuer in itertools.pairwise(verified):
             loaded = self.crl_for(issuer)
             if loaded is None:
-                if child is cert or self.crl_for_every_ca:
+                if child == cert or self.crl_for_every_ca:
                     raise refuse("crl-missing", f"no CRL installed for CA {common_name(issuer.subject)!r}; "
                                                 f"put its current CRL into {self.directory / 'crls'}")
                 continue
