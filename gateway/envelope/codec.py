@@ -243,146 +243,154 @@ def max_signature_block_bytes(suite: suites.Suite, limits: Limits = DEFAULT_LIMI
 
 # ----------------------------------------------------------------------------------------------
 # Parsing
+# Parsing. Written as flat offset arithmetic over one bytes object (no cursor objects, few calls):
+# this runs for every message a route opens.
+
+_BH = struct.Struct(">BH")
 
 
-class _Reader:
-    """A cursor over hostile bytes: every read checks what is left first."""
+def _truncated(what: str, pos: int, need: int, have: int) -> EnvelopeError:
+    return malformed(f"{what}: truncated at offset {pos} (need {need}, have {max(have, 0)})")
 
-    __slots__ = ("data", "end", "pos", "what")
 
-    def __init__(self, data: bytes, what: str, start: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = start
-        self.end = len(data) if end is None else end
-        self.what = what
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if n > self.end - self.pos:
-            raise malformed(f"{self.what}: truncated in {field} at offset {self.pos} "
-                            f"(need {n}, have {self.end - self.pos})")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def u16(self, field: str) -> int:
-        value: int = _U16.unpack(self.take(2, field))[0]
-        return value
-
-    def u32(self, field: str) -> int:
-        value: int = _U32.unpack(self.take(4, field))[0]
-        return value
-
-    def u64(self, field: str) -> int:
-        value: int = _U64.unpack(self.take(8, field))[0]
-        return value
-
-    def expect_end(self) -> None:
-        if self.pos != self.end:
-            raise malformed(f"{self.what}: {self.end - self.pos} unexpected bytes at offset {self.pos}")
+def _section(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """A u32-length-prefixed section at ``pos``: its (start, end), checked against ``end``."""
+    if pos + 4 > end:
+        raise _truncated(f"{what} length", pos, 4, end - pos)
+    n = _U32.unpack_from(data, pos)[0]
+    start = pos + 4
+    if n > end - start:
+        raise _truncated(what, start, n, end - start)
+    return start, start + n
 
 
 def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse envelope bytes. Raises EnvelopeError (``envelope-malformed``, ``envelope-version``,
-    ``suite-refused`` for an unknown suite id); verifies nothing cryptographic."""
+    ``suite-refused`` for an unknown suite id, ``batch-proof-invalid`` for an impossible leaf index);
+    verifies nothing cryptographic."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise malformed("not bytes")
     data = bytes(data)
-    if len(data) > limits.max_envelope_bytes:
-        raise malformed(f"{len(data)} bytes is over the limit of {limits.max_envelope_bytes}")
-    r = _Reader(data, "envelope")
-    if r.take(len(MAGIC), "magic") != MAGIC:
+    size = len(data)
+    if size > limits.max_envelope_bytes:
+        raise malformed(f"{size} bytes is over the limit of {limits.max_envelope_bytes}")
+    if size < PREAMBLE_BYTES:
+        if MAGIC.startswith(data[:4]):
+            raise _truncated("preamble", 0, PREAMBLE_BYTES, size)
         raise malformed("not a jgw envelope (bad magic)")
-    version = r.u8("version")
-    if version != VERSION:
-        raise EnvelopeError("envelope-version", f"version {version}; this node reads version {VERSION}")
-    suite_id = r.u8("suite")
-    suite = suites.BY_WIRE_ID.get(suite_id)
+    if data[:4] != MAGIC:
+        raise malformed("not a jgw envelope (bad magic)")
+    if data[4] != VERSION:
+        raise EnvelopeError("envelope-version", f"version {data[4]}; this node reads version {VERSION}")
+    suite = suites.BY_WIRE_ID.get(data[5])
     if suite is None:
-        raise EnvelopeError("suite-refused", f"unknown suite id {suite_id}")
+        raise EnvelopeError("suite-refused", f"unknown suite id {data[5]}")
 
-    header_len = r.u32("header length")
-    if header_len > limits.max_header_bytes:
-        raise malformed(f"header of {header_len} bytes is over the limit of {limits.max_header_bytes}")
-    header_start = r.pos
-    r.take(header_len, "header")
-    header = _parse_header(data, header_start, header_start + header_len, limits)
+    h_start, h_end = _section(data, PREAMBLE_BYTES, size, "header")
+    if h_end - h_start > limits.max_header_bytes:
+        raise malformed(f"header of {h_end - h_start} bytes is over the limit of {limits.max_header_bytes}")
+    header = _parse_header(data, h_start, h_end, limits)
     if len(header.signing_key_ids) != len(suite.signatures):
         raise malformed(f"suite {suite.name} needs {len(suite.signatures)} signing key ids, header has "
                         f"{len(header.signing_key_ids)}")
 
-    kb_len = r.u32("key block length")
-    kb = _Reader(r.take(kb_len, "key block"), "key block")
-    count = kb.u8("recipient count")
-    if count != len(header.recipients):
-        raise malformed(f"key block has {count} entries for {len(header.recipients)} recipients")
+    k_start, k_end = _section(data, h_end, size, "key block")
+    entries = _parse_key_block(data, k_start, k_end, suite, len(header.recipients))
+    p_start, p_end = _section(data, k_end, size, "payload")
+    if p_end - p_start < SALT_BYTES + AEAD_TAG_BYTES:
+        raise malformed(f"payload of {p_end - p_start} bytes is shorter than salt and tag")
+    s_start, s_end = _section(data, p_end, size, "signature block")
+    if s_end != size:
+        raise malformed(f"envelope: {size - s_end} unexpected bytes at offset {s_end}")
+    block = _parse_signature_block(data, s_start, s_end, suite, limits)
+    return Envelope(suite=suite, header=header, key_block=entries, payload=data[p_start:p_end],
+                    signature_block=block, signed_part=data[:p_end], aad=data[:k_end])
+
+
+def _parse_key_block(data: bytes, pos: int, end: int, suite: suites.Suite,
+                     recipients: int) -> tuple[bytes, ...]:
+    if pos >= end:
+        raise _truncated("key block count", pos, 1, 0)
+    count = data[pos]
+    if count != recipients:
+        raise malformed(f"key block has {count} entries for {recipients} recipients")
+    pos += 1
+    want = suite.key_entry_bytes
     entries = []
     for i in range(count):
-        n = kb.u16(f"entry {i} length")
-        if n != suite.key_entry_bytes:
-            raise malformed(f"key block entry {i} is {n} bytes; suite {suite.name} uses "
-                            f"{suite.key_entry_bytes}")
-        entries.append(kb.take(n, f"entry {i}"))
-    kb.expect_end()
-    aad = data[:r.pos]
-
-    payload_len = r.u32("payload length")
-    if payload_len < SALT_BYTES + AEAD_TAG_BYTES:
-        raise malformed(f"payload of {payload_len} bytes is shorter than salt and tag")
-    payload = r.take(payload_len, "payload")
-    signed_part = data[:r.pos]
-
-    sig_len = r.u32("signature block length")
-    sb = _Reader(r.take(sig_len, "signature block"), "signature block")
-    r.expect_end()
-    block = _parse_signature_block(sb, suite, limits)
-    return Envelope(suite=suite, header=header, key_block=tuple(entries), payload=payload,
-                    signature_block=block, signed_part=signed_part, aad=aad)
+        if pos + 2 > end:
+            raise _truncated(f"key block entry {i} length", pos, 2, end - pos)
+        n = _U16.unpack_from(data, pos)[0]
+        if n != want:
+            raise malformed(f"key block entry {i} is {n} bytes; suite {suite.name} uses {want}")
+        pos += 2
+        if pos + n > end:
+            raise _truncated(f"key block entry {i}", pos, n, end - pos)
+        entries.append(data[pos:pos + n])
+        pos += n
+    if pos != end:
+        raise malformed(f"key block: {end - pos} unexpected bytes at offset {pos}")
+    return tuple(entries)
 
 
-def _parse_signature_block(r: _Reader, suite: suites.Suite, limits: Limits) -> SignatureBlock:
-    tree_size = r.u32("tree size")
-    leaf_index = r.u32("leaf index")
+def _parse_signature_block(data: bytes, pos: int, end: int, suite: suites.Suite,
+                           limits: Limits) -> SignatureBlock:
+    fixed = 4 + 4 + HASH_BYTES + 1
+    if pos + fixed > end:
+        raise _truncated("signature block", pos, fixed, end - pos)
+    tree_size, leaf_index = _U32.unpack_from(data, pos)[0], _U32.unpack_from(data, pos + 4)[0]
     if tree_size == 0 or leaf_index >= tree_size:
         raise EnvelopeError("batch-proof-invalid", f"leaf index {leaf_index} in a tree of {tree_size}")
-    root = r.take(HASH_BYTES, "root")
-    n_path = r.u8("proof length")
+    root = data[pos + 8:pos + 8 + HASH_BYTES]
+    n_path = data[pos + 8 + HASH_BYTES]
     if n_path > limits.max_proof_hashes:
         raise malformed(f"proof of {n_path} hashes is over the limit of {limits.max_proof_hashes}")
-    path = tuple(r.take(HASH_BYTES, f"proof hash {i}") for i in range(n_path))
-    n_sig = r.u8("signature count")
+    pos += fixed
+    if pos + HASH_BYTES * n_path + 1 > end:
+        raise _truncated("proof path", pos, HASH_BYTES * n_path + 1, end - pos)
+    path = tuple(data[p:p + HASH_BYTES] for p in range(pos, pos + HASH_BYTES * n_path, HASH_BYTES))
+    pos += HASH_BYTES * n_path
+    n_sig = data[pos]
     if n_sig != len(suite.signatures):
         raise malformed(f"{n_sig} signatures; suite {suite.name} has {len(suite.signatures)}")
+    pos += 1
     sigs = []
     for i in range(n_sig):
-        n = r.u16(f"signature {i} length")
+        if pos + 2 > end:
+            raise _truncated(f"signature {i} length", pos, 2, end - pos)
+        n = _U16.unpack_from(data, pos)[0]
         if n != suite.signature_bytes(i):
             raise malformed(f"signature {i} is {n} bytes; {suite.signatures[i]} uses "
                             f"{suite.signature_bytes(i)}")
-        sigs.append(r.take(n, f"signature {i}"))
-    r.expect_end()
+        pos += 2
+        if pos + n > end:
+            raise _truncated(f"signature {i}", pos, n, end - pos)
+        sigs.append(data[pos:pos + n])
+        pos += n
+    if pos != end:
+        raise malformed(f"signature block: {end - pos} unexpected bytes at offset {pos}")
     return SignatureBlock(tree_size, leaf_index, root, path, tuple(sigs))
 
 
-def _parse_header(data: bytes, start: int, end: int, limits: Limits) -> Header:
-    r = _Reader(data, "header", start, end)
+def _parse_header(data: bytes, pos: int, end: int, limits: Limits) -> Header:
     fields: dict[int, bytes] = {}
     last = 0
-    while r.left():
-        tag = r.u8("field tag")
+    while pos < end:
+        if pos + 3 > end:
+            raise _truncated("header field", pos, 3, end - pos)
+        tag, n = _BH.unpack_from(data, pos)
         if tag not in KNOWN_TAGS:
             raise malformed(f"header: unknown field tag {tag}")
         if tag <= last:
             raise malformed(f"header: field {tag} out of order or repeated")
         last = tag
-        fields[tag] = r.take(r.u16(f"field {tag} length"), f"field {tag}")
-    missing = sorted(REQUIRED_TAGS - set(fields))
-    if missing:
+        pos += 3
+        if pos + n > end:
+            raise _truncated(f"header field {tag}", pos, n, end - pos)
+        fields[tag] = data[pos:pos + n]
+        pos += n
+    if not fields.keys() >= REQUIRED_TAGS:
+        missing = sorted(REQUIRED_TAGS - set(fields))
         raise malformed(f"header: required field {missing[0]} missing")
 
     created = fields[T_CREATED_AT]
@@ -391,6 +399,7 @@ def _parse_header(data: bytes, start: int, end: int, limits: Limits) -> Header:
     created_at_ms: int = _U64.unpack(created)[0]
     if created_at_ms > 253402300799999:  # 9999-12-31T23:59:59.999Z, so datetime conversion cannot fail
         raise malformed("header: created-at beyond year 9999")
+    order_key = fields.get(T_ORDER_KEY)
     return Header(
         message_id=_name(fields[T_MESSAGE_ID], MESSAGE_ID_RE, "message id"),
         route=_name(fields[T_ROUTE], NODE_ID_RE, "route"),
@@ -402,8 +411,7 @@ def _parse_header(data: bytes, start: int, end: int, limits: Limits) -> Header:
         payload_digest=_exact(fields[T_PAYLOAD_DIGEST], DIGEST_BYTES, "payload digest"),
         content_type=_text(fields.get(T_CONTENT_TYPE), "content type", limits),
         correlation_id=_text(fields.get(T_CORRELATION_ID), "correlation id", limits),
-        order_key=(_exact(fields[T_ORDER_KEY], ORDER_KEY_BYTES, "order key")
-                   if T_ORDER_KEY in fields else None),
+        order_key=_exact(order_key, ORDER_KEY_BYTES, "order key") if order_key is not None else None,
     )
 
 
@@ -431,27 +439,35 @@ def _text(raw: bytes | None, what: str, limits: Limits) -> str | None:
 
 
 def _parse_recipients(raw: bytes, limits: Limits) -> tuple[Recipient, ...]:
-    r = _Reader(raw, "header recipients")
-    count = r.u8("count")
+    end = len(raw)
+    count = raw[0] if end else 0
     if count == 0 or count > limits.max_recipients:
         raise malformed(f"header: {count} recipients (1 to {limits.max_recipients} allowed)")
+    pos = 1
     out = []
     seen: set[str] = set()
     for i in range(count):
-        node = _name(r.take(r.u8(f"recipient {i} length"), f"recipient {i}"), NODE_ID_RE, f"recipient {i}")
+        if pos >= end:
+            raise _truncated(f"header recipient {i}", pos, 1, 0)
+        n = raw[pos]
+        if pos + 1 + n + KEY_ID_BYTES > end:
+            raise _truncated(f"header recipient {i}", pos, 1 + n + KEY_ID_BYTES, end - pos)
+        node = _name(raw[pos + 1:pos + 1 + n], NODE_ID_RE, f"recipient {i}")
         if node in seen:
             raise malformed(f"header: recipient {node} listed twice")
         seen.add(node)
-        out.append(Recipient(node, r.take(KEY_ID_BYTES, f"recipient {i} key id")))
-    r.expect_end()
+        pos += 1 + n
+        out.append(Recipient(node, raw[pos:pos + KEY_ID_BYTES]))
+        pos += KEY_ID_BYTES
+    if pos != end:
+        raise malformed(f"header recipients: {end - pos} unexpected bytes")
     return tuple(out)
 
 
 def _parse_key_ids(raw: bytes) -> tuple[bytes, ...]:
-    r = _Reader(raw, "header signing key ids")
-    count = r.u8("count")
+    count = raw[0] if raw else 0
     if count == 0:
         raise malformed("header: no signing key id")
-    ids = tuple(r.take(KEY_ID_BYTES, f"signing key id {i}") for i in range(count))
-    r.expect_end()
-    return ids
+    if len(raw) != 1 + KEY_ID_BYTES * count:
+        raise malformed(f"header: {count} signing key ids in {len(raw) - 1} bytes")
+    return tuple(raw[p:p + KEY_ID_BYTES] for p in range(1, len(raw), KEY_ID_BYTES))
