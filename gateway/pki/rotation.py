@@ -285,12 +285,12 @@ def signal_daemon(pid_file: Path) -> str:
         return f"{pid_file} holds {text[:20]!r}, not a pid: nothing signalled; reload jgw by hand"
     pid = int(text)
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return f"{pid_file} names pid {pid}, which is not running (stale pid file): nothing signalled"
-    except OSError:
-        cmdline = b""
-    if cmdline and b"jgw" not in cmdline and b"gateway" not in cmdline:
+    except OSError as exc:
+        return f"cannot inspect pid {pid} ({exc.strerror}): nothing signalled; reload jgw by hand"
+    if not any(b"jgw" in os.path.basename(arg) or arg.startswith(b"gateway") for arg in argv):
         return f"{pid_file} names pid {pid}, which is not a jgw process (stale pid file?): nothing signalled"
     try:
         os.kill(pid, signal.SIGHUP)

@@ -12,16 +12,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.envelope import inner
 from gateway.envelope.opener import Opener, OpenPolicy
-from gateway.envelope.sealer import SealItem, Sealer
+from gateway.envelope.sealer import Sealer, SealItem
 from gateway.errors import JgwError
 from gateway.keyring import Keyring
 from gateway.pki import hybrid
 from gateway.pki.devinit import stage_generation
 from gateway.pki.errors import CertificateError, KeyFileModeError
-from gateway.pki.files import pem_certificates, pem_private_key, read_private_key, write_atomic, write_private_key
+from gateway.pki.files import (
+    pem_certificates,
+    pem_private_key,
+    read_private_key,
+    write_atomic,
+    write_private_key,
+)
 from gateway.pki.generation import load_generation
 from gateway.pki.layout import CertsDir
-from gateway.pki.material import load_node_material
+from gateway.pki.material import NodeMaterial, load_node_material
 from gateway.pki.purpose import Purpose
 from gateway.pki.rotation import rotate
 from gateway.pki.trust import TrustStore
@@ -34,9 +40,10 @@ def live(world: World, site: str = "a") -> Path:
     return getattr(world, site).cd.live_dir()
 
 
-def load(world: World, now: dt.datetime, site: str = "a", **kw: object) -> object:
+def load(world: World, now: dt.datetime, site: str = "a",
+         overlap: dt.timedelta = dt.timedelta(days=7)) -> NodeMaterial:
     s = getattr(world, site)
-    return load_node_material(s.root, s.node_id, now, **kw)  # type: ignore[arg-type]
+    return load_node_material(s.root, s.node_id, now, overlap=overlap)
 
 
 def error_of(world: World, now: dt.datetime, site: str = "a") -> JgwError:
@@ -163,16 +170,16 @@ def test_pq_hybrid_material_comes_whole(world: World, now: dt.datetime) -> None:
 def test_metric_inputs(world: World, now: dt.datetime) -> None:
     """Expiry per purpose with a bounded subject (node id or CA name) and CRL nextUpdate per issuer."""
     m = load(world, now)
-    own = {(e.purpose, e.subject) for e in m.expiries if e.role == "own"}  # type: ignore[attr-defined]
+    own = {(e.purpose, e.subject) for e in m.expiries if e.role == "own"}
     assert own == {("tls-client", "city-a"), ("signing", "city-a"), ("encryption", "city-a"),
                    ("signing-mldsa65", "city-a")}
-    peer = {(e.purpose, e.subject) for e in m.expiries if e.role == "peer"}  # type: ignore[attr-defined]
+    peer = {(e.purpose, e.subject) for e in m.expiries if e.role == "peer"}
     assert peer == {("signing", "dc-b"), ("encryption", "dc-b"), ("signing-mldsa65", "dc-b")}
-    assert {(e.purpose, e.subject) for e in m.expiries if e.role == "anchor"} == {  # type: ignore[attr-defined]
+    assert {(e.purpose, e.subject) for e in m.expiries if e.role == "anchor"} == {
         ("ca", "jgw dev CA")}
-    assert [c.issuer for c in m.crls] == ["jgw dev CA"]  # type: ignore[attr-defined]
-    assert m.crls[0].next_update > now  # type: ignore[attr-defined]
-    labels = {e.subject for e in m.expiries}  # type: ignore[attr-defined]
+    assert [c.issuer for c in m.crls] == ["jgw dev CA"]
+    assert m.crls[0].next_update > now
+    labels = {e.subject for e in m.expiries}
     assert all("=" not in s and len(s) < 64 for s in labels)  # node ids and CNs, never DNs
 
 
@@ -191,7 +198,7 @@ def test_keyrings_seal_and_open_between_sites(world: World, now: dt.datetime, su
     """city-a's keyring seals to dc-b, dc-b's keyring opens it: signatures checked through the CRL-checked
     trust hook, both suites."""
     a, b = load(world, now), load(world, now, "b")
-    body = seal_and_open(a.keyring, b.keyring, suite, now)  # type: ignore[attr-defined]
+    body = seal_and_open(a.keyring, b.keyring, suite, now)
     assert body == b"\x82\xa0 synthetic test payload \x00\xff"
 
 
@@ -208,21 +215,21 @@ def test_overlap_keeps_the_previous_decryption_key(world: World, now: dt.datetim
     and no longer opens after it."""
     b = load(world, now, "b")
     sealer = Sealer(suite="default", route="r1", recipients=["city-a"])
-    (env,) = sealer.seal([SealItem("m-1", inner.Contents(b"x"))], b.keyring, now.timestamp())  # type: ignore[attr-defined]
+    (env,) = sealer.seal([SealItem("m-1", inner.Contents(b"x"))], b.keyring, now.timestamp())
     assert isinstance(env, bytes)
     rotate_all_new(world, now)
     during = load(world, now, overlap=dt.timedelta(days=7))
-    assert during.previous is not None  # type: ignore[attr-defined]
-    assert len(during.keyring.decryption_keys) == 4  # type: ignore[attr-defined]  # 2 suites x 2 generations
+    assert during.previous is not None
+    assert len(during.keyring.decryption_keys) == 4  # 2 suites x 2 generations
     opener = Opener(OpenPolicy(senders=None, suites=None, routes=None, replay_window=None))
-    assert opener.open(env, during.keyring, now.timestamp()).contents.body == b"x"  # type: ignore[attr-defined]
+    assert opener.open(env, during.keyring, now.timestamp()).contents.body == b"x"
     after = load(world, now + 8 * DAY, overlap=dt.timedelta(days=7))
-    assert after.previous is None  # type: ignore[attr-defined]
+    assert after.previous is None
     from gateway.envelope.errors import EnvelopeError
 
     with pytest.raises(EnvelopeError) as info:
         Opener(OpenPolicy(senders=None, suites=None, routes=None, replay_window=None)).open(
-            env, after.keyring, (now + 8 * DAY).timestamp())  # type: ignore[attr-defined]
+            env, after.keyring, (now + 8 * DAY).timestamp())
     assert info.value.reason == "not-recipient"
 
 
@@ -231,27 +238,27 @@ def test_peer_rotation_overlap(world: World, now: dt.datetime) -> None:
     the keyring, so messages signed before and after the peer's rotation verify."""
     from gateway.pki.install import install_peer_file
 
-    old = load(world, now, "b").keyring  # type: ignore[attr-defined]
+    old = load(world, now, "b").keyring
     rotate_all_new(world, now)  # city-a rotates ...
     new_a = world.a.cd.live_dir()
     with world.b.cd.locked():  # ... and dc-b's staff install its new public certificates
         for name in ("signing.pem", "encryption.pem", "signing-mldsa65.pem", hybrid.STATEMENT_FILE):
             install_peer_file(world.b.cd, "city-a", new_a / name, now)
     b = load(world, now, "b")
-    peer = b.keyring.peers["city-a"]  # type: ignore[attr-defined]
+    peer = b.keyring.peers["city-a"]
     assert len(peer.signing_certificates) == 4
     assert set(old.peers["city-a"].signing_certificates) <= set(peer.signing_certificates)
     a = load(world, now)
-    assert seal_and_open(a.keyring, b.keyring, "pq-hybrid", now)  # type: ignore[attr-defined]
+    assert seal_and_open(a.keyring, b.keyring, "pq-hybrid", now)
 
 
 def test_material_reads_one_generation_even_if_live_moves(world: World, now: dt.datetime) -> None:
     """The loader resolves live once: its TLS files are the archive paths of that generation."""
     m = load(world, now)
-    assert m.tls.cert.parent.name == "gen-0001"  # type: ignore[attr-defined]
-    assert "live" not in m.tls.cert.parts  # type: ignore[attr-defined]
-    os.stat(m.tls.key)  # type: ignore[attr-defined]
-    assert m.ssl_context() is not m.ssl_context()  # type: ignore[attr-defined]  # fresh per call
+    assert m.tls.cert.parent.name == "gen-0001"
+    assert "live" not in m.tls.cert.parts
+    os.stat(m.tls.key)
+    assert m.ssl_context() is not m.ssl_context()  # fresh per call
 
 
 def test_no_live_generation(tmp_path: Path, world: World, now: dt.datetime) -> None:

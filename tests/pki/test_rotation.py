@@ -56,11 +56,15 @@ def test_rotate_refuses_bad_staging_and_changes_nothing(world: World, now: dt.da
     """A staged generation with an expired certificate is refused; live, previous and archive stay."""
     cd = world.a.cd
     stage_generation(cd.staging, "city-a", world.ca, now - dt.timedelta(days=200), days=100)
-    before = (cd.pointer("live"), cd.pointer("previous"), cd.generations(), snapshot(cd.root / "archive"))
+
+    def state() -> tuple[object, ...]:
+        return cd.pointer("live"), cd.pointer("previous"), cd.generations(), snapshot(cd.root / "archive")
+
+    before = state()
     with pytest.raises(CertificateError) as info:
         rotate(cd, validator(cd, "city-a", now))
     assert info.value.code == "expired" and "staging" in info.value.file
-    assert (cd.pointer("live"), cd.pointer("previous"), cd.generations(), snapshot(cd.root / "archive")) == before
+    assert state() == before
     assert cd.staging.is_dir() and not cd.journal.exists()
 
 
@@ -250,6 +254,9 @@ def test_signal_daemon_never_signals_a_stranger(tmp_path: Path) -> None:
     pid_file = tmp_path / "jgw.pid"
     assert "nothing signalled" in signal_daemon(pid_file)
     stranger = subprocess.Popen(["sleep", "30"])
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{stranger.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the child has exec'd
     try:
         pid_file.write_text(str(stranger.pid))
         assert "not a jgw process" in signal_daemon(pid_file)

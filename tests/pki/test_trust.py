@@ -47,7 +47,7 @@ def issue(issuer: DevCa, purpose: Purpose, now: dt.datetime, **kw: object) -> x5
     return issuer.issue(new_key().public_key(), purpose, now, node_id="city-a", **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("purpose", [Purpose.TLS_CLIENT, Purpose.SIGNING, Purpose.ENCRYPTION, Purpose.TLS_SERVER])
+@pytest.mark.parametrize("purpose", list(Purpose))
 def test_a_certificate_of_the_profile_verifies(store: TrustStore, ca: DevCa, now: dt.datetime,
                                                purpose: Purpose) -> None:
     """A dev CA certificate for each purpose verifies for that purpose and names the node."""
@@ -106,15 +106,16 @@ def test_revocation_as_of_an_earlier_instant(tmp_path: Path, now: dt.datetime) -
     assert refused(lambda: store.verify(compromised, Purpose.SIGNING, at=before, now=now)).code == "revoked"
 
 
+BOTH = key_usage(digital_signature=True, key_agreement=True)
 WRONG_PURPOSE = {
     "encryption certificate used for signing": (Purpose.ENCRYPTION, Purpose.SIGNING, {}),
     "signing certificate used for encryption": (Purpose.SIGNING, Purpose.ENCRYPTION, {}),
     "TLS client certificate used for signing": (Purpose.TLS_CLIENT, Purpose.SIGNING, {}),
     "signing certificate used as TLS client (no clientAuth)": (Purpose.SIGNING, Purpose.TLS_CLIENT, {}),
     "signing certificate that also allows key agreement": (
-        Purpose.SIGNING, Purpose.SIGNING, {"usage": key_usage(digital_signature=True, key_agreement=True)}),
+        Purpose.SIGNING, Purpose.SIGNING, {"usage": BOTH}),
     "encryption certificate that also allows signatures": (
-        Purpose.ENCRYPTION, Purpose.ENCRYPTION, {"usage": key_usage(digital_signature=True, key_agreement=True)}),
+        Purpose.ENCRYPTION, Purpose.ENCRYPTION, {"usage": BOTH}),
     "signing certificate carrying a TLS EKU": (
         Purpose.SIGNING, Purpose.SIGNING, {"eku": [ExtendedKeyUsageOID.CLIENT_AUTH]}),
     "TLS client certificate without any EKU": (Purpose.TLS_CLIENT, Purpose.TLS_CLIENT, {"no_eku": True}),
@@ -133,7 +134,8 @@ def test_wrong_purpose(store: TrustStore, ca: DevCa, now: dt.datetime, case: str
 
 def test_wrong_curve_is_wrong_purpose(store: TrustStore, ca: DevCa, now: dt.datetime) -> None:
     """A signing certificate on a curve outside P-256/384/521 is refused."""
-    cert = ca.issue(ec.generate_private_key(ec.SECP256K1()).public_key(), Purpose.SIGNING, now, node_id="city-a")
+    k1 = ec.generate_private_key(ec.SECP256K1()).public_key()
+    cert = ca.issue(k1, Purpose.SIGNING, now, node_id="city-a")
     assert refused(lambda: store.verify(cert, Purpose.SIGNING, at=now)).code == "wrong-purpose"
 
 
@@ -148,7 +150,8 @@ def test_impostor_ca_with_the_same_name(tmp_path: Path, store: TrustStore, now: 
     """A CA that copies the anchor's name but not its key cannot issue trusted certificates."""
     impostor = DevCa.create(tmp_path / "impostor", now)  # same name "jgw dev CA", another key
     cert = issue(impostor, Purpose.SIGNING, now)
-    assert refused(lambda: store.verify(cert, Purpose.SIGNING, at=now)).code in ("bad-signature", "unknown-ca")
+    code = refused(lambda: store.verify(cert, Purpose.SIGNING, at=now)).code
+    assert code in ("bad-signature", "unknown-ca")
 
 
 def test_node_id_mismatch(store: TrustStore, ca: DevCa, now: dt.datetime) -> None:
@@ -222,7 +225,8 @@ def test_intermediate_chain_with_crls_for_every_ca(tmp_path: Path, ca: DevCa, no
     inter = DevCa(tmp_path / "inter", inter_cert, inter_key)
     (tmp_path / "inter").mkdir()
     leaf = issue(inter, Purpose.SIGNING, now)
-    trust_dir = write_trust(tmp_path / "t", [ca], {"root.pem": ca.make_crl(now), "inter.pem": inter.make_crl(now)})
+    crls = {"root.pem": ca.make_crl(now), "inter.pem": inter.make_crl(now)}
+    trust_dir = write_trust(tmp_path / "t", [ca], crls)
     (trust_dir / "intermediates").mkdir()
     (trust_dir / "intermediates" / "inter.pem").write_bytes(pem_certificates([inter_cert]))
     store = TrustStore.load(trust_dir, now)
