@@ -329,25 +329,26 @@ class CaTrust:
             self._by_subject.setdefault(c.subject, []).append(c)
         self._crls = list(crls)
         self.max_depth = max_depth
-        self._cache: dict[tuple[bytes, str], tuple[dt.datetime, dt.datetime]] = {}
+        #: (id(cert), purpose) -> (cert, chain validity window); the cert is kept so its id is not reused
+        self._cache: dict[tuple[int, str], tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
         self._lock = threading.Lock()
 
     def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
         if at.tzinfo is None:
             raise CertificateUntrusted("bad-time", "check time must be timezone-aware")
-        fp = cert.fingerprint(hashes.SHA256())
-        window = self._cache.get((fp, purpose))
-        if window is None:
-            window = self._verify_chain(cert, purpose)
+        cached = self._cache.get((id(cert), purpose))
+        if cached is None or cached[0] is not cert:
+            not_before, not_after = self._verify_chain(cert, purpose)
             with self._lock:
-                self._cache[(fp, purpose)] = window
-        not_before, not_after = window
-        name = cert.subject.rfc4514_string()
+                self._cache[(id(cert), purpose)] = (cert, not_before, not_after)
+        else:
+            _, not_before, not_after = cached
         if at < not_before:
-            raise CertificateUntrusted("not-yet-valid", f"{name} (or its chain) is not valid before "
-                                                        f"{not_before.isoformat()}")
+            raise CertificateUntrusted("not-yet-valid", f"{cert.subject.rfc4514_string()} (or its chain) is "
+                                                        f"not valid before {not_before.isoformat()}")
         if at > not_after:
-            raise CertificateUntrusted("expired", f"{name} (or its chain) expired {not_after.isoformat()}")
+            raise CertificateUntrusted("expired", f"{cert.subject.rfc4514_string()} (or its chain) expired "
+                                                  f"{not_after.isoformat()}")
 
     def _verify_chain(self, leaf: x509.Certificate, purpose: str) -> tuple[dt.datetime, dt.datetime]:
         check_purpose(leaf, purpose)

@@ -119,35 +119,52 @@ class Header:
 
     def encode(self) -> bytes:
         """The canonical encoding: the only byte string that decodes to this header."""
-        out = bytearray()
+        template = HeaderTemplate(self.route, self.sender, self.recipients, self.signing_key_ids,
+                                  self.epoch_id)
+        return template.encode(self.message_id, self.created_at_ms, self.payload_digest, self.content_type,
+                               self.correlation_id, self.order_key)
 
-        def field(tag: int, value: bytes) -> None:
-            if len(value) > 0xFFFF:
-                raise ValueError(f"header field {tag} too long")
-            out.extend(bytes([tag]) + _U16.pack(len(value)) + value)
 
-        field(T_MESSAGE_ID, _ascii_field(self.message_id, MESSAGE_ID_RE, "message id"))
-        field(T_ROUTE, _ascii_field(self.route, NODE_ID_RE, "route"))
-        field(T_SENDER, _ascii_field(self.sender, NODE_ID_RE, "sender"))
-        field(T_CREATED_AT, _U64.pack(self.created_at_ms))
-        recipients = bytearray([len(self.recipients)])
-        for r in self.recipients:
+def _tlv(tag: int, value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise ValueError(f"header field {tag} too long")
+    return bytes([tag]) + _U16.pack(len(value)) + value
+
+
+class HeaderTemplate:
+    """The header fields an epoch's messages share (route, sender, recipients, signing key ids, epoch
+    id), validated and encoded once; ``encode`` adds the per-message fields in canonical order."""
+
+    __slots__ = ("_after_created", "_after_id")
+
+    def __init__(self, route: str, sender: str, recipients: tuple[Recipient, ...],
+                 signing_key_ids: tuple[bytes, ...], epoch_id: bytes) -> None:
+        self._after_id = (_tlv(T_ROUTE, _ascii_field(route, NODE_ID_RE, "route"))
+                          + _tlv(T_SENDER, _ascii_field(sender, NODE_ID_RE, "sender")))
+        encoded = bytearray([len(recipients)])
+        for r in recipients:
             node = _ascii_field(r.node_id, NODE_ID_RE, "recipient")
-            _fixed(r.key_id, KEY_ID_BYTES, "recipient key id")
-            recipients += bytes([len(node)]) + node + r.key_id
-        field(T_RECIPIENTS, bytes(recipients))
-        for kid in self.signing_key_ids:
+            encoded += bytes([len(node)]) + node + _fixed(r.key_id, KEY_ID_BYTES, "recipient key id")
+        for kid in signing_key_ids:
             _fixed(kid, KEY_ID_BYTES, "signing key id")
-        field(T_SIGNING_KEY_IDS, bytes([len(self.signing_key_ids)]) + b"".join(self.signing_key_ids))
-        field(T_EPOCH_ID, _fixed(self.epoch_id, EPOCH_ID_BYTES, "epoch id"))
-        field(T_PAYLOAD_DIGEST, _fixed(self.payload_digest, DIGEST_BYTES, "payload digest"))
-        if self.content_type is not None:
-            field(T_CONTENT_TYPE, _text_field(self.content_type, "content type"))
-        if self.correlation_id is not None:
-            field(T_CORRELATION_ID, _text_field(self.correlation_id, "correlation id"))
-        if self.order_key is not None:
-            field(T_ORDER_KEY, _fixed(self.order_key, ORDER_KEY_BYTES, "order key"))
-        return bytes(out)
+        self._after_created = (_tlv(T_RECIPIENTS, bytes(encoded))
+                               + _tlv(T_SIGNING_KEY_IDS,
+                                      bytes([len(signing_key_ids)]) + b"".join(signing_key_ids))
+                               + _tlv(T_EPOCH_ID, _fixed(epoch_id, EPOCH_ID_BYTES, "epoch id")))
+
+    def encode(self, message_id: str, created_at_ms: int, payload_digest: bytes, content_type: str | None,
+               correlation_id: str | None, order_key: bytes | None) -> bytes:
+        """Raises ValueError for a value the header grammar cannot carry."""
+        out = (_tlv(T_MESSAGE_ID, _ascii_field(message_id, MESSAGE_ID_RE, "message id")) + self._after_id
+               + _tlv(T_CREATED_AT, _U64.pack(created_at_ms)) + self._after_created
+               + _tlv(T_PAYLOAD_DIGEST, _fixed(payload_digest, DIGEST_BYTES, "payload digest")))
+        if content_type is not None:
+            out += _tlv(T_CONTENT_TYPE, _text_field(content_type, "content type"))
+        if correlation_id is not None:
+            out += _tlv(T_CORRELATION_ID, _text_field(correlation_id, "correlation id"))
+        if order_key is not None:
+            out += _tlv(T_ORDER_KEY, _fixed(order_key, ORDER_KEY_BYTES, "order key"))
+        return out
 
 
 def _ascii_field(value: str, pattern: re.Pattern[bytes], what: str) -> bytes:

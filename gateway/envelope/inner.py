@@ -209,31 +209,40 @@ class _Cursor:
 
 
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Contents:
-    c = _Cursor(data, limits)
-    c.take(SALT_BYTES)
+    size = len(data)
+    if size < SALT_BYTES:
+        raise malformed(f"inner record truncated at offset 0 ({size} bytes)")
+    pos = SALT_BYTES
     values: dict[str, Any] = {}
     last = 0
     body: bytes | None = None
-    while c.pos < len(data):
-        tag = c.take(1)[0]
+    while pos < size:
+        if pos + 5 > size:
+            raise malformed(f"inner record truncated at offset {pos}")
+        tag = data[pos]
+        n = _U32.unpack_from(data, pos + 1)[0]
         if tag <= last:
             raise malformed(f"inner record: field {tag} out of order or repeated")
         last = tag
-        raw = c.take(c.unpack(_U32))
+        pos += 5
+        if n > size - pos:
+            raise malformed(f"inner record truncated at offset {pos}")
+        raw = data[pos:pos + n]
+        pos += n
         if tag in _TEXT_FIELDS:
             values[_TEXT_FIELDS[tag]] = _text(raw, f"property {_TEXT_FIELDS[tag]}")
         elif tag == F_TIMESTAMP:
-            if len(raw) != 8:
+            if n != 8:
                 raise malformed("inner record: timestamp is not 8 bytes")
             values["timestamp"] = _I64.unpack(raw)[0]
         elif tag == F_HEADERS:
             t = _Cursor(raw, limits)
             values["headers"] = _decode_table(t, 0)
-            if t.pos != len(raw):
+            if t.pos != n:
                 raise malformed("inner record: trailing bytes after headers")
         elif tag == F_BODY:
             body = raw
-            if c.pos != len(data):
+            if pos != size:
                 raise malformed("inner record: bytes after the body")
         else:
             raise malformed(f"inner record: unknown field {tag}")

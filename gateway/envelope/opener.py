@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -116,6 +116,10 @@ class Opener:
         self.limits = limits
         self._roots: _Lru[bytes, bool] = _Lru(root_cache_size)
         self._epochs: _Lru[bytes, bytes] = _Lru(epoch_cache_size)
+        #: (keyring id, signing key ids, created-at) -> the Keyring that trusted them (identity-checked)
+        self._trusted: _Lru[tuple[int, bytes, int], Keyring] = _Lru(root_cache_size)
+        #: (keyring id, sender, signing key ids) -> (that Keyring, its certificates for them)
+        self._certs: _Lru[tuple[int, str, bytes], tuple[Keyring, tuple[x509.Certificate, ...]]] = _Lru(256)
         #: Work counters (tests and the benchmark read them): signatures verified, HPKE decryptions.
         self.root_verifications = 0
         self.hpke_decryptions = 0
@@ -144,15 +148,24 @@ class Opener:
         certs = self._signing_certificates(env, keyring)
         self._verify_root(env, certs)
         self._verify_proof(env)
-        at = env.header.created_at
+        self._check_trust(env, certs, keyring)
+        return Verified(env, certs)
+
+    def _check_trust(self, env: Envelope, certs: tuple[x509.Certificate, ...], keyring: Keyring) -> None:
+        """Step 6, once per (keyring, signing keys, created-at): the messages of a batch share all three,
+        and the hook's answer is a function of them (a reload brings a new Keyring)."""
+        h = env.header
+        cache_key = (id(keyring), b"".join(h.signing_key_ids), h.created_at_ms)
+        if self._trusted.get(cache_key) is keyring:
+            return
+        at = h.created_at
         for cert in certs:
             try:
                 keyring.check_certificate(cert, PURPOSE_SIGNING, at)
             except JgwError as exc:  # CertificateUntrusted, or a PKI trust store's own refusal: fail closed
                 code = getattr(exc, "code", "untrusted")
-                raise EnvelopeError("certificate-untrusted", f"sender {env.header.sender}: {code}: "
-                                                             f"{exc}") from exc
-        return Verified(env, certs)
+                raise EnvelopeError("certificate-untrusted", f"sender {h.sender}: {code}: {exc}") from exc
+        self._trusted.put(cache_key, keyring)
 
     def authorise(self, env: Envelope) -> None:
         """Step 7: the signed sender and route are ones this route accepts."""
@@ -217,16 +230,27 @@ class Opener:
 
     def _signing_certificates(self, env: Envelope, keyring: Keyring) -> tuple[x509.Certificate, ...]:
         h = env.header
+        cache_key = (id(keyring), h.sender, b"".join(h.signing_key_ids))
+        hit = self._certs.get(cache_key)
+        if hit is not None and hit[0] is keyring:
+            return hit[1]
+        certs = self._find_certificates(env, keyring)
+        self._certs.put(cache_key, (keyring, certs))
+        return certs
+
+    def _find_certificates(self, env: Envelope, keyring: Keyring) -> tuple[x509.Certificate, ...]:
+        h = env.header
         if h.sender == keyring.node_id and keyring.signing is not None:
             own = keyring.signing
-            known = {own.key_id: own.certificate}
+            mine = {own.key_id: own.certificate}
             if own.mldsa_key_id is not None and own.mldsa_certificate is not None:
-                known[own.mldsa_key_id] = own.mldsa_certificate
+                mine[own.mldsa_key_id] = own.mldsa_certificate
+            known: Mapping[str, x509.Certificate] = mine
         else:
             peer = keyring.peer(h.sender)
             if peer is None:
                 raise EnvelopeError("certificate-untrusted", f"sender {h.sender} is not a known peer")
-            known = dict(peer.signing_certificates)
+            known = peer.signing_certificates
         certs = []
         for i, (alg, raw_id) in enumerate(zip(env.suite.signatures, h.signing_key_ids, strict=True)):
             cert = known.get(raw_id.hex())
