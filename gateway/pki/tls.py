@@ -124,26 +124,36 @@ def describe_failure(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__ or nested
     text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
     lowered = text.lower()
-    hints = (
-        ("certificate verify failed", "we do not trust the broker's certificate (anchors, hostname, CRL)"),
-        ("certificate revoked", "the broker's certificate is revoked"),
-        ("unable to get certificate crl", "no CRL for the broker certificate's CA in trust/crls/"),
-        ("hostname mismatch", "the broker's certificate does not name server_hostname"),
-        ("certificate expired", "the broker refused our client certificate: it has expired"),
-        ("certificate required", "the broker requires a client certificate and we sent none"),
-        ("unknown ca", "the broker does not trust the CA of our client certificate"),
-        ("bad certificate", "the broker refused our client certificate"),
-        ("certificate revoked", "the broker says our client certificate is revoked"),
-        ("external", "the broker refused EXTERNAL login: is the user (the certificate's CN) created, "
-                     "with no password and permissions on the vhost?"),
-        ("access_refused", "the broker refused the login (user or vhost permissions)"),
-        ("connection refused", "nothing listens on that address and port"),
-        ("timed out", "no answer from the broker (firewall, address)"),
-    )
-    for needle, hint in hints:
+    for needle, hint in _HINTS:
         if needle in lowered:
             return f"{hint} ({_last(chain)})"
     return _last(chain)
+
+
+# Most specific first. "certificate verify failed" is our verdict on the broker's certificate; an
+# "alert" is the broker's verdict on ours.
+_HINTS: tuple[tuple[str, str], ...] = (
+    ("hostname mismatch", "the broker's certificate does not name the expected server_hostname"),
+    ("verify failed: certificate revoked", "the broker's certificate is revoked (our CRL says so)"),
+    ("verify failed: certificate has expired", "the broker's certificate has expired"),
+    ("verify failed: unable to get certificate crl", "no CRL for the broker certificate's CA in trust/crls/"),
+    ("verify failed: crl has expired", "the CRL for the broker certificate's CA has expired"),
+    ("certificate verify failed", "we do not trust the broker's certificate (trust anchors, CRL)"),
+    ("alert certificate revoked", "the broker refused our client certificate: it is revoked"),
+    ("alert certificate expired", "the broker refused our client certificate: it has expired"),
+    ("alert unknown ca", "the broker refused our client certificate: it does not trust its CA"),
+    ("certificate required", "the broker requires a client certificate and we sent none"),
+    ("alert bad certificate", "the broker refused our client certificate"),
+    ("alert", "the broker ended the TLS handshake with an alert"),
+    ("eof occurred in violation of protocol", "the broker closed the TLS connection while setting up: it "
+                                              "probably refused our client certificate (expired, revoked, "
+                                              "unknown CA); its log says which"),
+    ("authenticationerror", "the broker refused EXTERNAL login: is the user named by the certificate's CN "
+                            "created (rabbitmqctl add_user, clear_password, set_permissions)?"),
+    ("access_refused", "the broker refused the login (user or vhost permissions)"),
+    ("connection refused", "nothing listens on that address and port"),
+    ("timed out", "no answer from the broker (firewall, address)"),
+)
 
 
 def _last(chain: list[BaseException]) -> str:

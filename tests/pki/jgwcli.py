@@ -6,7 +6,9 @@ Until the lead adds ``gateway.commands.pki`` and ``gateway.commands.certs`` to
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 from gateway import cli
 
@@ -26,3 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``jgw ARGS`` in a child process, as staff run it: exit code, stdout and stderr."""
+    return subprocess.run([sys.executable, str(Path(__file__)), *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=timeout)
