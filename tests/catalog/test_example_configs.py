@@ -1,0 +1,92 @@
+"""The example site configs load, pass the catalog, and pair up across the LGWAN link."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway import catalog, config
+from gateway.config import Options
+from gateway.errors import ConfigError
+from gateway.policy.stage import config_warnings, policy_stage
+from gateway.stage import NodeContext, Refusal
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "config" / "examples"
+SITES = ("cityhall.toml", "datacenter.toml")
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_example_loads_and_every_route_passes_the_catalog(name: str) -> None:
+    cfg = config.load(EXAMPLES / name)
+    assert cfg.routes
+    for route in cfg.routes.values():
+        assert route.seed, f"{route.name} names no seed flow"
+        assert catalog.check_route(route) is None, route.name
+        assert catalog.advise_route(route) == [], route.name
+        assert config_warnings(route) == [], route.name
+
+
+def test_cityhall_covers_the_issues_flows() -> None:
+    """本人確認情報 update, 特例転入 receipt, 符号 request, OCR → data centre are all there."""
+    seeds = {r.seed for r in config.load(EXAMPLES / "cityhall.toml").routes.values()}
+    assert {"jimu:1-⑥", "jimu:7-④", "jimu:5-②/2", "ido-ocr:⑤"} <= seeds
+    assert not any(s and s.startswith("shinsei:") for s in seeds)
+
+
+def test_the_lgwan_link_pairs_up() -> None:
+    """City hall publishes to the data centre's jgw.in/ido-file; the data centre consumes exactly that."""
+    out = config.load(EXAMPLES / "cityhall.toml").routes["ido-file-to-dc"]
+    dc = config.load(EXAMPLES / "datacenter.toml")
+    inbound = dc.routes["ido-file-store"]
+    assert out.seed == inbound.seed == "ido-ocr:⑤"
+    assert out.sink.broker == "datacenter"
+    binding = inbound.source.bind[0]
+    assert (binding.exchange, binding.routing_key) == (out.sink.exchange, out.sink.routing_key)
+
+
+@pytest.mark.parametrize("seed,pn", [("shinsei:③", "forbidden"), ("shinsei:①", "allowed"),
+                                     ("jimu:1-⑧", "allowed"), ("jimu:3-②", "allowed")])
+def test_adding_a_refused_route_to_the_cityhall_is_caught(tmp_path: Path, seed: str, pn: str) -> None:
+    """A 申請受付支援 route, or one looser than the catalog, is refused with a reason."""
+    data = tomllib.loads((EXAMPLES / "cityhall.toml").read_text(encoding="utf-8"))
+    data["routes"]["attempt"] = {"seed": seed, "personal_number": pn, "payload_encoding": "cp932",
+                                 "source": {"broker": "local", "queue": "shinsei.out"},
+                                 "sink": {"broker": "local", "exchange": "gyomu.in"}}
+    route = config.parse(data, "cityhall.toml", tmp_path).routes["attempt"]
+    assert catalog.check_route(route) is not None
+
+
+def test_forbidden_routes_build_a_working_policy_stage(tmp_path: Path) -> None:
+    """Every forbidden route of the city hall gets a policy stage that can scan its encoding."""
+    from gateway.message import Message
+    cfg = config.load(EXAMPLES / "cityhall.toml")
+    node = NodeContext(node_id="cityhall", config_file=cfg.file, state_dir=tmp_path, certs_dir=tmp_path)
+    forbidden = [r for r in cfg.routes.values() if r.personal_number == "forbidden"]
+    assert len(forbidden) >= 10
+    for route in forbidden:
+        stage = policy_stage(Options(str(cfg.file), f"routes.{route.name}.policy", {}, tmp_path), route, node)
+        result = stage.process([Message(message_id="m", route=route.name, body=b"ok")])
+        assert not isinstance(result[0], Refusal), route.name
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_jgw_check_config_accepts_the_examples(name: str) -> None:
+    """The real CLI, as an operator runs it, exits 0 and lists each route with its seed reference."""
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(EXAMPLES / name)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for route in config.load(EXAMPLES / name).routes.values():
+        assert f"{route.name} [{route.seed}]" in proc.stdout
+
+
+def test_unknown_key_in_an_example_style_route_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "datacenter.toml").read_text(encoding="utf-8").replace(
+        'personal_number = "allowed"', 'personal_numbr = "allowed"'), encoding="utf-8")
+    with pytest.raises(ConfigError):
+        config.load(bad)
