@@ -109,6 +109,7 @@ class MetricsServer:
         self._ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._encodings: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self.requests = 0
         self.rejected = 0
 
@@ -240,17 +241,34 @@ class MetricsServer:
 
     async def _metrics(self, writer: asyncio.StreamWriter, headers: dict[str, str], head_only: bool) -> None:
         encoder, content_type = choose_encoder(headers.get("accept", ""))
+        compress = gzip_accepted(headers.get("accept-encoding", ""))
         try:
-            body = encoder(self.registry)
+            body = await self._encoded(encoder, content_type, compress)
         except Exception:
             log.exception("metrics endpoint: collecting metrics failed")
             await self._respond(writer, 500, b"collecting metrics failed; see the jgw log\n")
             return
-        extra: tuple[tuple[str, str], ...] = ()
-        if gzip_accepted(headers.get("accept-encoding", "")):
-            body = gzip.compress(body, compresslevel=5)
-            extra = (("Content-Encoding", "gzip"),)
+        extra: tuple[tuple[str, str], ...] = (("Content-Encoding", "gzip"),) if compress else ()
         await self._respond(writer, 200, body, content_type=content_type, extra=extra, head_only=head_only)
+
+    async def _encoded(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str,
+                       compress: bool) -> bytes:
+        """Encode off the event loop, so a large registry (50 routes: ~100 ms) never stalls the relay.
+
+        Scrapes that arrive while the same encoding is running share its result instead of
+        starting another: a burst of scrapes costs one encoding, not one per connection.
+        """
+        key = (content_type, compress)
+        pending = self._encodings.get(key)
+        if pending is None:
+            def work() -> bytes:
+                body = encoder(self.registry)
+                return gzip.compress(body, compresslevel=5) if compress else body
+
+            pending = asyncio.ensure_future(asyncio.to_thread(work))
+            self._encodings[key] = pending
+            pending.add_done_callback(lambda _f: self._encodings.pop(key, None))
+        return await asyncio.shield(pending)
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, *,
                        content_type: str = "text/plain; charset=utf-8",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import socket
@@ -127,6 +128,9 @@ def test_idle_client_does_not_block_scrapes(loop: LoopThread, metrics: Metrics) 
             reply = s.recv(4096)
             assert reply.startswith(b"HTTP/1.1 408 "), reply
             s.close()
+        deadline = time.monotonic() + 2
+        while server.connections and time.monotonic() < deadline:  # the server's close may lag the client's
+            time.sleep(0.01)
         assert server.connections == 0
     finally:
         loop.run(server.close())
@@ -284,3 +288,59 @@ def test_bad_tls_material_is_a_clear_error(pki: dict[str, Path], tmp_path: Path)
         server_tls_context(pki["server"], other.key, pki["ca"])
     with pytest.raises(NoInputError):
         server_tls_context(tmp_path / "missing.pem", pki["server_key"], pki["ca"])
+
+
+def big_registry(routes: int = 50) -> Metrics:
+    m = Metrics("big")
+    for i in range(routes):
+        r = f"route-{i:03d}"
+        m.init_route(r)
+        m.e2e_latency.labels(r).observe(0.01)
+        for stage in ("open", "policy", "seal", "confirm"):
+            m.stage_latency.labels(r, stage).observe(0.0005)
+    return m
+
+
+def test_encoding_a_large_registry_does_not_stall_the_loop(loop: LoopThread) -> None:
+    """A 50-route scrape takes tens of ms to encode; the event loop (the relay) keeps ticking meanwhile."""
+    from prometheus_client import generate_latest
+
+    m = big_registry()
+    t0 = time.perf_counter()
+    generate_latest(m.registry)
+    encode_time = time.perf_counter() - t0
+    server = loop.run(serve_metrics(m.registry, "127.0.0.1", 0, limits=FAST))
+    gaps: list[float] = []
+
+    async def ticker(stop: float) -> None:
+        last = time.perf_counter()
+        while last < stop:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    try:
+        fut = asyncio.run_coroutine_threadsafe(ticker(time.perf_counter() + 1.5), loop.loop)
+        for _ in range(5):
+            assert get(server)[0] == 200
+        fut.result(10)
+    finally:
+        loop.run(server.close())
+    assert encode_time > 0.02, "registry too small to show anything"
+    assert max(gaps) < encode_time / 2, (max(gaps), encode_time)
+
+
+def test_concurrent_scrapes_share_one_encoding(loop: LoopThread) -> None:
+    """A burst of simultaneous scrapes all get the same complete body."""
+    import concurrent.futures
+
+    m = big_registry(20)
+    server = loop.run(serve_metrics(m.registry, "127.0.0.1", 0, limits=FAST))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: get(server), range(4)))
+        assert {r[0] for r in results} == {200}
+        assert len({r[2] for r in results}) == 1 and results[0][2].count(b"jgw_route_up{") == 20
+    finally:
+        loop.run(server.close())
