@@ -95,7 +95,11 @@ def find_prometheus_tools(cache: Path | None = None, *, fetch: bool = True) -> P
                                "access to Debian's archive")
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise UnavailableError("cannot fetch promtool: apt-get and dpkg are needed (Debian)")
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnavailableError(f"cannot create the tools cache {cache}: {exc.strerror}; "
+                               "set JGW_TOOLS_DIR to a writable directory") from exc
     with (cache / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be fetching right now
         found = _in_cache(cache)
