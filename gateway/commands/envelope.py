@@ -37,6 +37,19 @@ from gateway.envelope.sealer import Sealer, SealItem
 from gateway.errors import DataError, NoInputError, UsageError
 from gateway.keyring import SUITE_NAMES, CaTrust, Keyring, PeerKeys
 
+DESCRIPTION = """\
+sealed envelopes by hand, for operators and auditors:
+
+  inspect  print the signed header and sizes; needs no key, checks nothing cryptographic
+  verify   check the signatures, the batch proof and the sender's certificate chain at the
+           signed created-at; needs no private key
+  open     verify, then decrypt with this node's key and write the payload; the replay window
+           is checked only with --window (an auditor opening a years-old message gives none)
+  seal     make one envelope (a batch of one) from a file
+
+keys and certificates are named by file: --sign-key, --ca, --peer NODE=FILE, --key, ...
+"""
+
 EXIT_CODES = "\n".join(f"  {code:>3}  {reason:<22} {meaning}" for reason, (meaning, code) in
                        sorted(REASONS.items(), key=lambda r: r[1][1]))
 EPILOG = f"""exit codes (which check failed):
@@ -51,7 +64,7 @@ MAX_ENVELOPE_FILE = 256 * 1024 * 1024
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("envelope", help="inspect, verify, open or seal an envelope by hand",
-                            description=__doc__.split("\n\nSecurity:")[0],
+                            description=DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     verbs = parser.add_subparsers(dest="envelope_command", metavar="VERB", required=True)
 
@@ -76,6 +89,7 @@ def register(sub: Any) -> None:
                    help="decryption key file (0600); repeat for previous generations; a pq-hybrid key is one "
                         "file holding the ML-KEM-768 and X25519 keys")
     p.add_argument("--window", metavar="DURATION", help="also check created-at is within DURATION of --at")
+    p.add_argument("--at", metavar="TIME", help="ISO 8601 time to judge the window at (default: now)")
     p.add_argument("--skew", metavar="DURATION", default="5m", help="clock-skew allowance (default 5m)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="write the payload to this new file, mode 0600 ('-': stdout)")
@@ -116,7 +130,6 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
                    help="only accept these signed route names")
     p.add_argument("--suite", action="append", default=[], choices=SUITE_NAMES,
                    help="only accept these suites")
-    p.add_argument("--at", metavar="TIME", help="ISO 8601 time to judge the window at (default: now)")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
