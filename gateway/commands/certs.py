@@ -147,6 +147,7 @@ Check each FILE and install it; failures do not stop the others, and a summary e
   jgw certs install CONFIG --peer city-b city-b/*     a peer's certificates -> peers/city-b/
   jgw certs install CONFIG --crl ca.crl               a CA's new CRL -> trust/crls/
   jgw certs install CONFIG --anchor new-root.pem      a new trust anchor -> trust/anchors/
+  jgw certs install --certs-dir DIR --node ID FILE... without a config file
 
 Checks: chain to a trust anchor, CRL, purpose (key usage), key match, validity, node id in the
 subjectAltName. Node certificates are only staged: jgw certs rotate makes them live.
@@ -176,6 +177,10 @@ def _validator(t: Target) -> Callable[[Path], object]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    if args.certs_dir and args.node and args.config:
+        # with --certs-dir and --node no config is read, so the first positional is a FILE too
+        args.files.insert(0, Path(args.config))
+        args.config = None
     t = target(args)
     cd = CertsDir(t.certs_dir)
     done: list[Installed] = []

@@ -36,13 +36,15 @@ REFUSAL_CODES: dict[str, str] = {
 
 
 class CertificateError(ConfigError):
-    """A certificate, CRL or key was refused. ``code`` is one of ``REFUSAL_CODES``."""
+    """A certificate, CRL or key was refused. ``code`` is one of ``REFUSAL_CODES``; the message reads
+    ``FILE: WHAT: CODE: REASON`` (the runbooks explain each code)."""
 
     def __init__(self, file: str, what: str, code: str, reason: str) -> None:
         if code not in REFUSAL_CODES:
             raise ValueError(f"unknown refusal code {code!r}")
         self.code = code
-        super().__init__(file, what, reason)
+        super().__init__(file, what, f"{code}: {reason}")
+        self.reason = reason
 
 
 class KeyFileModeError(PermissionError_):
@@ -55,4 +57,4 @@ class KeyFileModeError(PermissionError_):
         self.mode = mode
         self.reason = (f"private key is mode {mode & 0o777:04o}, readable beyond its owner; "
                        f"run: chmod 600 {file}")
-        super().__init__(f"{file}: {self.reason}")
+        super().__init__(f"{file}: key-mode: {self.reason}")
