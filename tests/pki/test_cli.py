@@ -41,8 +41,9 @@ def csr_and_issue(world: World, slot: str, tmp: Path, node: str = "city-a", **kw
                               **kw)  # type: ignore[arg-type]
         write_atomic(out, pem_certificates([cert]))
         return out
-    r = jgw("pki", "issue-dev", str(world.ca.directory), str(world.a.cd.staging / f"{slot}.csr"), "--purpose", slot,
-            "--node", node, "--out", str(out))
+    csr = world.a.cd.staging / f"{slot}.csr"
+    r = jgw("pki", "issue-dev", str(world.ca.directory), str(csr), "--purpose", slot, "--node", node,
+            "--out", str(out))
     assert r.returncode == 0 and "DEVELOPMENT ONLY" in r.stdout, r.stderr
     return out
 
@@ -153,14 +154,16 @@ def test_status_shows_a_revoked_peer_and_a_due_crl(world: World) -> None:
     warning window is 'expiring'; both make the check fail."""
     peer_cert = read_certificates(world.a.cd.peers / "dc-b" / "signing.pem")[0]
     world.ca.revoke(peer_cert.serial_number, "key_compromise")
-    crl = world.ca.write_crl(dt.datetime.now(dt.UTC), next_update=dt.datetime.now(dt.UTC) + dt.timedelta(hours=6))
+    now = dt.datetime.now(dt.UTC)
+    crl = world.ca.write_crl(now, next_update=now + dt.timedelta(hours=6))
     r = jgw("certs", "install", *target(world), "--crl", str(crl))
     assert r.returncode == 0, r.stderr
     r = jgw("certs", "status", *target(world))
     assert r.returncode == 1
-    line = next(line for line in r.stdout.splitlines() if line.startswith("peer dc-b") and " signing " in line)
+    lines = r.stdout.splitlines()
+    line = next(line for line in lines if line.startswith("peer dc-b") and " signing " in line)
     assert line.rstrip().endswith("revoked")
-    assert any(line.startswith("trust") and "crl" in line and "expiring" in line for line in r.stdout.splitlines())
+    assert any(line.startswith("trust") and "crl" in line and "expiring" in line for line in lines)
 
 
 def test_status_reports_a_pending_repair(world: World) -> None:
