@@ -41,6 +41,9 @@ ORDER_KEY_BYTES = 32
 SALT_BYTES = 32
 AEAD_TAG_BYTES = 16
 
+#: 9999-12-31T23:59:59.999Z: beyond it a created-at could not become a datetime.
+MAX_CREATED_AT_MS = 253402300799999
+
 #: Media type of a sealed message (the clear AMQP content_type).
 CONTENT_TYPE = "application/vnd.jgw.envelope"
 
@@ -155,6 +158,8 @@ class HeaderTemplate:
     def encode(self, message_id: str, created_at_ms: int, payload_digest: bytes, content_type: str | None,
                correlation_id: str | None, order_key: bytes | None) -> bytes:
         """Raises ValueError for a value the header grammar cannot carry."""
+        if not 0 <= created_at_ms <= MAX_CREATED_AT_MS:
+            raise ValueError(f"created-at {created_at_ms} ms is outside 1970..9999")
         out = (_tlv(T_MESSAGE_ID, _ascii_field(message_id, MESSAGE_ID_RE, "message id")) + self._after_id
                + _tlv(T_CREATED_AT, _U64.pack(created_at_ms)) + self._after_created
                + _tlv(T_PAYLOAD_DIGEST, _fixed(payload_digest, DIGEST_BYTES, "payload digest")))
@@ -414,7 +419,7 @@ def _parse_header(data: bytes, pos: int, end: int, limits: Limits) -> Header:
     if len(created) != 8:
         raise malformed("header: created-at is not 8 bytes")
     created_at_ms: int = _U64.unpack(created)[0]
-    if created_at_ms > 253402300799999:  # 9999-12-31T23:59:59.999Z, so datetime conversion cannot fail
+    if created_at_ms > MAX_CREATED_AT_MS:
         raise malformed("header: created-at beyond year 9999")
     order_key = fields.get(T_ORDER_KEY)
     return Header(

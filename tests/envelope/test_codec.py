@@ -158,3 +158,10 @@ def test_sealer_refuses_what_receivers_would_refuse(pki: Pki) -> None:
     out = Sealer(suite="default", route="r1", recipients=["dc-b"]).seal(
         [SealItem("日本語の id", Contents(b"x"))], pki.keyrings["city-a"], time.time())
     assert isinstance(out[0], EnvelopeError) and out[0].reason == "unsealable"
+
+
+def test_broken_clock_is_unsealable(pki: Pki) -> None:
+    """A clock before 1970 cannot be signed into a header: the message is refused, nothing crashes."""
+    out = Sealer(suite="default", route="r1", recipients=["dc-b"]).seal(
+        [SealItem("id-6", Contents(b"x"))], pki.keyrings["city-a"], -5.0)
+    assert isinstance(out[0], EnvelopeError) and out[0].reason == "unsealable"
