@@ -191,3 +191,23 @@ def test_logfmt_value_quoting() -> None:
     assert v("tab\there") == '"tab\\there"'
     assert v("bell\x07") == '"bell\\x07"'
     assert v(None) == "null" and v(False) == "false" and v(3) == "3"
+
+
+def test_with_the_project_redaction_filter() -> None:
+    """gateway.redact.RedactingFilter via setup_logging masks a 個人番号 everywhere in a line."""
+    from gateway.redact import RedactingFilter
+
+    buf = io.StringIO()
+    setup_logging("json", "info", stream=buf, journal=False, filters=[RedactingFilter()])
+    log = logging.getLogger("jgw.policy")
+    log.warning("value %s refused", FAKE_NUMBER, extra={"note": f"was {FAKE_NUMBER}", "route": "juki-out"})
+    log_event(log, "warning", "policy.refused", reason="personal_number", detail=FAKE_NUMBER)
+    try:
+        int(FAKE_NUMBER + "x")
+    except ValueError:
+        log.exception("parse failed")
+    text = buf.getvalue()
+    assert FAKE_NUMBER not in text
+    docs = [json.loads(line) for line in text.splitlines()]
+    assert docs[0]["route"] == "juki-out" and docs[1]["reason"] == "personal_number"
+    assert "ValueError" in docs[2]["exc"]
