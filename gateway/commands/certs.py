@@ -5,6 +5,9 @@ or ``--certs-dir DIR --node ID``. Verbs that change the directory hold its lock,
 interrupted run left, and accept ``--dry-run``, which runs every check and changes nothing.
 ``rotate`` and ``rollback`` then send SIGHUP to the daemon named by ``<state_dir>/jgw.pid``.
 
+Run as root, a verb switches to the user that owns the certs directory (jgw) before it touches
+anything, so new files belong to the daemon's user.
+
 Exit codes: 0 done (status: everything in order); 1 status found something to act on (expired,
 expiring within --warn-days, refused, CRL due within --crl-warn-hours, repair pending);
 75 another certs command holds the lock; 77 a private key readable by others; 78 a certificate,
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import config as config_mod
-from gateway.errors import JgwError, UsageError
+from gateway.errors import JgwError, NoInputError, PermissionError_, UsageError
 from gateway.pki.generation import SLOT_BY_NAME, load_generation
 from gateway.pki.install import (
     Installed,
@@ -72,7 +76,28 @@ def target(args: argparse.Namespace) -> Target:
     if not config_mod.NAME_RE.match(node_id):
         raise UsageError(f"--node {node_id!r}: a node id must match {config_mod.NAME_RE.pattern}")
     state_dir = getattr(args, "state_dir", None) or (cfg.node.state_dir if cfg else None)
+    become_owner(Path(certs_dir))
     return Target(Path(certs_dir), node_id, Path(state_dir) if state_dir else None, cfg)
+
+
+def become_owner(certs_dir: Path) -> None:
+    """Run as root, switch for good to the user owning the certs directory (jgw), so every file this
+    command writes belongs to the daemon's user and the 0600 rule means the same for both."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = certs_dir.stat()
+    except FileNotFoundError as exc:
+        raise NoInputError(f"{certs_dir}: certs directory not found") from exc
+    if st.st_uid == 0:
+        return
+    try:
+        os.setgroups([])
+        os.setgid(st.st_gid)
+        os.setuid(st.st_uid)
+    except OSError as exc:
+        raise PermissionError_(f"{certs_dir}: cannot switch to its owner uid {st.st_uid}: "
+                               f"{exc.strerror}") from exc
 
 
 def now() -> dt.datetime:

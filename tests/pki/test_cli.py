@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pwd
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.pki.devca import DevCa, new_key
+from gateway.pki.devinit import init_dev
 from gateway.pki.files import pem_certificates, read_certificates, write_atomic
 from gateway.pki.layout import CertsDir
 from gateway.pki.purpose import Purpose
@@ -275,3 +279,26 @@ def test_world_readable_key_in_staging_stops_rotate_with_77(world: World, tmp_pa
     (world.a.cd.staging / "encryption.key").chmod(0o644)
     r = jgw("certs", "rotate", *target(world))
     assert r.returncode == 77 and "chmod 600" in r.stderr and world.a.cd.pointer("live") == "gen-0001"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the directory to another user")
+def test_root_acts_as_the_owner_of_the_certs_dir(now: dt.datetime) -> None:
+    """Staff running jgw as root still produce files the daemon's user owns (0600, its uid)."""
+    base = Path(tempfile.mkdtemp(prefix="jgw-owner-"))
+    try:
+        base.chmod(0o711)
+        pki = init_dev(base / "pki", ["city-a"], now)
+        root = pki.nodes["city-a"]
+        (base / "pki").chmod(0o711)
+        nobody = pwd.getpwnam("nobody")
+        for path in [root, *root.rglob("*")]:
+            os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+        r = jgw("pki", "csr", "--certs-dir", str(root), "--node", "city-a", "--purpose", "signing")
+        assert r.returncode == 0, r.stderr
+        key = root / "staging" / "signing.key"
+        st = key.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (nobody.pw_uid, 0o600)
+        r = jgw("certs", "status", "--certs-dir", str(root), "--node", "city-a")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(base)
