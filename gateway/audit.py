@@ -86,10 +86,11 @@ RESERVED = frozenset({"seq", "prev", "t", "ev"})
 #: Field names that could only mean content: refused outright.
 CONTENT_NAMES = frozenset({"body", "payload", "data", "content", "text"})
 #: Values that are hex digests or config names: never redacted (masking a digest destroys evidence).
-UNREDACTED = frozenset({"digest", "route", "seed", "reason", "outcome", "node", "key_id", "fingerprint",
-                        "anchor", "last_hash", "aside_sha256", "old", "new", "format", "predecessor",
-                        "segment", "aside", "retain", "retain_until", "file", "cause"})
+UNREDACTED = frozenset({"digest", "route", "seed", "reason", "outcome", "node", "peer", "key_id",
+                        "fingerprint", "anchor", "last_hash", "aside_sha256", "old", "new", "format",
+                        "predecessor", "segment", "aside", "retain", "retain_until", "file", "cause"})
 _FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_GOOD_KEYS: set[str] = set()
 _MAX_STR = 2048
 
 
@@ -98,12 +99,23 @@ def payload_digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def _canonical(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
+
+
+_utc_cache: tuple[int, str] = (-1, "")
 
 
 def _utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds; the date-time part is cached per second (hot path)."""
+    global _utc_cache
+    whole = int(ts)
+    if _utc_cache[0] != whole:
+        _utc_cache = (whole, dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_utc_cache[1]}.{int((ts - whole) * 1e6):06d}Z"
 
 
 def _parse_utc(text: str) -> float:
@@ -465,9 +477,11 @@ class AuditLog:
             raise ValueError(f"unknown audit event {event!r}")
         clean: dict[str, Any] = {}
         for key, value in fields.items():
-            if not _FIELD_RE.match(key) or key in RESERVED or key in CONTENT_NAMES:
-                raise ValueError(f"audit field name {key!r} is not allowed")
-            clean[key] = _clean_value(key, value)
+            if key not in _GOOD_KEYS:
+                if not _FIELD_RE.match(key) or key in RESERVED or key in CONTENT_NAMES:
+                    raise ValueError(f"audit field name {key!r} is not allowed")
+                _GOOD_KEYS.add(key)
+            clean[key] = value if value.__class__ is int else _clean_value(key, value)
         with self._buffer_lock:
             self._pending.append((event, self._clock(), clean))
 

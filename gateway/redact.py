@@ -43,7 +43,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", Non
 
 
 def _digit_value(ch: str) -> int:
-    return unicodedata.digit(ch)
+    return ord(ch) - 48 if "0" <= ch <= "9" else unicodedata.digit(ch)
 
 
 def _chain_is_personal(chain: str) -> bool:
@@ -51,9 +51,24 @@ def _chain_is_personal(chain: str) -> bool:
     return any(check_digit_ok(digits[i:i + 12]) for i in range(len(digits) - 11))
 
 
+# ASCII prefilter: digit → 'd', space/hyphen/tab → 's', anything else → 'x'.
+_MARKS = bytes(ord("d") if 0x30 <= b <= 0x39 else ord("s") if b in b" -\t" else ord("x") for b in range(256))
+
+
+def _too_few_digits(text: str) -> bool:
+    """Cheap exit for the common case (ids, counts, names): an ASCII string in which no run of
+    digits and separators holds 12 digits cannot hold a chain. Bytes operations only."""
+    if not text.isascii():
+        return False
+    for piece in text.encode().translate(_MARKS).split(b"x"):
+        if len(piece) >= 12 and piece.count(b"d") >= 12:
+            return False
+    return True
+
+
 def redact_text(text: str) -> str:
     """``text`` with every digit of a 個人番号-shaped chain replaced by '*'. Fast when clean."""
-    if not _CHAIN.search(text):
+    if _too_few_digits(text) or not _CHAIN.search(text):
         return text
     return _CHAIN.sub(lambda m: _DIGIT.sub(MASK, m.group()) if _chain_is_personal(m.group()) else m.group(),
                       text)
@@ -61,7 +76,7 @@ def redact_text(text: str) -> str:
 
 def contains_personal_number(text: str) -> bool:
     """True when ``redact_text`` would change ``text``: for tests of logs, labels and headers."""
-    return any(_chain_is_personal(m.group()) for m in _CHAIN.finditer(text))
+    return not _too_few_digits(text) and any(_chain_is_personal(m.group()) for m in _CHAIN.finditer(text))
 
 
 def redact_value(value: Any, _depth: int = 0) -> Any:

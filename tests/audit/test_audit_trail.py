@@ -380,3 +380,47 @@ def test_period_counts_calendar_years() -> None:
     assert Period.parse("7y") == Period(years=7) and str(Period.parse("400d")) == "400d"
     with pytest.raises(ValueError):
         Period.parse("seven years")
+
+
+# --- a full disk (a real one: a 256 KiB tmpfs) ------------------------------------------------------
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_refuses_the_commit_and_leaves_no_half_record(tiny_fs: Path, clock: Clock) -> None:
+    """ENOSPC: commit raises TempFailError (the relay must not ack), the segment is cut back to its
+    last whole record, the records stay buffered, and they are written once space is back."""
+    filler = tiny_fs / "filler"
+    with AuditLog.open(tiny_fs / "audit", "n", clock=clock) as log:
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with pytest.raises(TempFailError):
+            for i in range(10_000):
+                log.record("accept", msg=f"m-{i:06d}", route="r", size=i)
+                if i % 50 == 49:
+                    log.commit()
+        assert verify(tiny_fs / "audit").intact
+        pending = len(log._pending)
+        assert pending > 0
+        filler.unlink()
+        assert log.commit() == pending
+    report = verify(tiny_fs / "audit")
+    assert report.intact
+    msgs = [r["msg"] for _, _, r in audit.records(tiny_fs / "audit") if r["ev"] == "accept"]
+    assert msgs == sorted(set(msgs)) and len(msgs) == int(msgs[-1][2:]) + 1  # no gap, no duplicate
