@@ -90,3 +90,33 @@ def test_unknown_key_in_an_example_style_route_is_a_config_error(tmp_path: Path)
         'personal_number = "allowed"', 'personal_numbr = "allowed"'), encoding="utf-8")
     with pytest.raises(ConfigError):
         config.load(bad)
+
+
+def run_routes(argv: list[str]) -> int:
+    import argparse
+
+    from gateway.commands import routes
+    parser = argparse.ArgumentParser(prog="jgw")
+    routes.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+def test_jgw_routes_lists_routes_with_seed_references(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_routes(["routes", str(EXAMPLES / "cityhall.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "honnin-update" in out and "jimu:1-⑥" in out and "本人確認情報の更新" in out
+
+
+def test_jgw_routes_exits_1_on_a_refused_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "datacenter.toml").read_text(encoding="utf-8").replace(
+        'seed = "ido-ocr:⑤"', 'seed = "shinsei:③"'), encoding="utf-8")
+    assert run_routes(["routes", str(bad)]) == 1
+    assert "REFUSED" in capsys.readouterr().out
+
+
+def test_jgw_routes_catalog_lists_all_flows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_routes(["routes", "--catalog", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 111
