@@ -231,3 +231,25 @@ def payload(rng: random.Random, encoding: str, texts: Sequence[str] = (), *, siz
             offsets.append(len(out) + skip)
         out += raw
     return Payload(bytes(out), tuple(offsets))
+
+
+_KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ"
+
+
+def fixed_record(rng: random.Random, encoding: str = "cp932", number: str | None = None) -> Payload:
+    """One fixed-length 住民記録-like record, the digit-dense kind a CS 電文 is.
+
+    Fields: 5-digit 市町村コード, an 11-digit 住民票コード-like run, a katakana name padded with
+    U+3000, two 8-digit dates, a 6-digit serial; with ``number`` a 12-digit 個人番号 field after the
+    name. Everything is synthetic. Returns the bytes and, with ``number``, its offset.
+    """
+    name = "".join(rng.choice(_KANA) for _ in range(rng.randrange(2, 6))) + "\u3000" + \
+        "".join(rng.choice(_KANA) for _ in range(rng.randrange(2, 6)))
+    head = f"{rng.randrange(100000):05d} {rng.randrange(10**11):011d} {name.ljust(12, chr(0x3000))} "
+    tail = (f"{rng.randrange(1900, 2100):04d}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d} "
+            f"{rng.randrange(1900, 2100):04d}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d} "
+            f"{rng.randrange(10**6):06d}\n")
+    if number is None:
+        return Payload(encode(head + tail, encoding), ())
+    first = encode(head, encoding)
+    return Payload(first + encode(number + " " + tail, encoding), (len(first),))

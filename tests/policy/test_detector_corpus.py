@@ -174,3 +174,16 @@ def test_limit_stops_early() -> None:
     p = synth.payload(rng, "utf-8", [synth.valid_personal_number(rng) for _ in range(5)], size=500)
     assert scanner("utf-8").find(p.data, limit=2) == list(p.offsets)[:2]
     assert scanner("utf-8").first(p.data) == p.offsets[0]
+
+
+@pytest.mark.parametrize("encoding", [e for e in synth.ALL_ENCODINGS if e not in ("cp037", "utf-16")])
+def test_digit_dense_records(encoding: str) -> None:
+    """Fixed-length records full of 11-digit codes, dates and serials: only the 個人番号 field is found."""
+    rng = random.Random(encoding)
+    data, expected = b"", []
+    for i in range(60):
+        number = synth.valid_personal_number(rng) if i % 7 == 3 else None
+        rec = synth.fixed_record(rng, encoding, number)
+        expected += [len(data) + o for o in rec.offsets]
+        data += rec.data
+    assert expected and find_personal_numbers(data, encoding) == expected
