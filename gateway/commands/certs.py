@@ -154,9 +154,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "certificate (EXTERNAL) and stop if one refuses it")
         r.set_defaults(func=func)
 
-    ex = verbs.add_parser("export", help="copy the live public certificates for peers to install")
+    ex = verbs.add_parser("export", help="copy public certificates for peers to install",
+                          description="Write this node's public material for its peers. Default: the live "
+                                      "generation, everything. --staging: only the staged signing "
+                                      "certificates, for peers to install BEFORE jgw certs rotate (then they "
+                                      "accept old and new signatures); export the live generation again "
+                                      "after the rotation for the encryption certificate.")
     add_target_arguments(ex)
     ex.add_argument("--out", type=Path, required=True, help="directory to write (e.g. a USB stick)")
+    ex.add_argument("--staging", action="store_true", help="the staged signing certificates only")
     ex.set_defaults(func=cmd_export)
     def no_verb(args: argparse.Namespace) -> int:
         p.print_help()
@@ -331,12 +337,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     t = target(args)
     cd = CertsDir(t.certs_dir)
-    live = cd.live_dir()
-    validate = _validator(t)
-    validate(live)
-    copied = export_public(live, args.out)
+    source = cd.staging if args.staging else cd.live_dir()
+    if not source.is_dir():
+        raise NoInputError(f"{source}: nothing staged")
+    _validator(t)(source)
+    copied = export_public(source, args.out, signing_only=args.staging)
     for path in copied:
         print(f"wrote {path}")
-    print(f"public material of {t.node_id} ({live.name}); at each peer: "
-          f"jgw certs install CONFIG --peer {t.node_id} {args.out}/*")
+    what = "staged signing certificates" if args.staging else f"public material ({source.name})"
+    print(f"{what} of {t.node_id}; at each peer: jgw certs install CONFIG --peer {t.node_id} {args.out}/*, "
+          f"then systemctl reload jgw")
+    if args.staging:
+        print("after jgw certs rotate, export again (without --staging) for the new encryption certificate")
     return 0

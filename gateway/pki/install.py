@@ -296,11 +296,16 @@ def install_anchor(cd: CertsDir, source: Path, now: dt.datetime, *, dry_run: boo
     return out
 
 
-def export_public(generation: Path, dest: Path) -> list[Path]:
+#: What peers need to verify our signatures (send before a rotation) and to encrypt to us (after).
+SIGNING_EXPORT = (cert_name("signing"), cert_name("signing-mldsa65"))
+ENCRYPTION_EXPORT = (cert_name("encryption"), hybrid.STATEMENT_FILE)
+
+
+def export_public(generation: Path, dest: Path, *, signing_only: bool = False) -> list[Path]:
     """Copy a generation's public material (what peers install) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in [cert_name(s) for s in PEER_SLOTS] + [hybrid.STATEMENT_FILE]:
+    for name in SIGNING_EXPORT if signing_only else SIGNING_EXPORT + ENCRYPTION_EXPORT:
         src = generation / name
         if src.is_file():
             shutil.copyfile(src, dest / name)

@@ -282,3 +282,39 @@ def test_write_private_key_is_0600_even_with_a_loose_umask(tmp_path: Path) -> No
 
 def test_certs_dir_layout_name() -> None:
     assert CertsDir(Path("/x")).journal == Path("/x/rotation.pending")
+
+
+def test_rotation_order_that_refuses_nothing(world: World, now: dt.datetime, tmp_path: Path) -> None:
+    """The runbook's order (peers get the staged signing certificates first, rotate, then peers get the
+    new encryption certificate) lets every message in either direction open at every step."""
+    from gateway.pki.install import export_public, install_peer_file
+
+    a_cd, b_cd = world.a.cd, world.b.cd
+
+    def peers_install(source: Path, signing_only: bool) -> None:
+        out = tmp_path / ("sign" if signing_only else "all")
+        for path in export_public(source, out, signing_only=signing_only):
+            with b_cd.locked():
+                install_peer_file(b_cd, "city-a", path, now)
+
+    def both_ways(suite: str) -> None:
+        a, b = load(world, now), load(world, now, "b")
+        assert seal_and_open(a.keyring, b.keyring, suite, now)
+        assert seal_and_open(b.keyring, a.keyring, suite, now)
+
+    sealed_by_b_before = load(world, now, "b").keyring
+    stage_generation(a_cd.staging, "city-a", world.ca, now)
+    peers_install(a_cd.staging, signing_only=True)
+    for suite in ("default", "pq-hybrid"):
+        both_ways(suite)
+    trust = TrustStore.load(a_cd.trust, now)
+    rotate(a_cd, lambda d: load_generation(d, "city-a", trust, at=now))
+    for suite in ("default", "pq-hybrid"):
+        both_ways(suite)  # a signs with the new key; b still encrypts to a's previous key (overlap)
+        assert seal_and_open(sealed_by_b_before, load(world, now).keyring, suite, now)
+    peers_install(a_cd.live_dir(), signing_only=False)
+    b = load(world, now, "b")
+    new_enc = load(world, now).keyring.own_encryption_key("default").key_id
+    assert b.keyring.encryption_key_for("city-a", "default").key_id == new_enc
+    for suite in ("default", "pq-hybrid"):
+        both_ways(suite)
