@@ -2,9 +2,10 @@
 
 ``gateway.keyring.Keyring.check_certificate(cert, purpose, at)`` lands here for every envelope a
 peer signed. The first check of a certificate runs the full verification (pyOpenSSL chain with
-CRLs); later ones re-check only what changes with time (validity at ``at``, CRL freshness now,
-revocation as of ``at``) from a cache keyed by fingerprint and purpose. The CRLs of a store never
-change: new CRLs mean a new store and a new keyring, so the cache cannot go stale.
+CRLs) and keeps its ``Verdict``; later ones compare ``at`` and the clock with it (validity window,
+CRL freshness, revocation date): a few comparisons. The cache is keyed by the certificate object's
+id and holds the object, as ``keyring.CaTrust`` does, so an id cannot be reused while cached. The
+CRLs of a store never change: new CRLs mean a new store and a new keyring.
 
 Security: decides whether a peer's signature counts. Fails closed: any refusal becomes
 ``CertificateUntrusted`` with the refusal code as its reason.
@@ -17,12 +18,11 @@ import threading
 from collections.abc import Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from gateway.keyring import PURPOSE_ENCRYPTION, PURPOSE_SIGNING, CertificateUntrusted
 from gateway.pki.errors import CertificateError
 from gateway.pki.purpose import Purpose
-from gateway.pki.trust import TrustStore, VerifiedCertificate
+from gateway.pki.trust import TrustStore, Verdict
 
 _PURPOSES = {PURPOSE_SIGNING: Purpose.SIGNING, PURPOSE_ENCRYPTION: Purpose.ENCRYPTION}
 
@@ -39,7 +39,7 @@ class StoreTrust:
         self.store = store
         self._clock = clock
         self._max_cache = max_cache
-        self._cache: dict[tuple[bytes, Purpose], VerifiedCertificate] = {}
+        self._cache: dict[tuple[int, Purpose], tuple[x509.Certificate, Verdict]] = {}
         self._lock = threading.Lock()
 
     def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
@@ -49,16 +49,19 @@ class StoreTrust:
             raise CertificateUntrusted("bad-time", "check time must be timezone-aware")
         wanted = _PURPOSES[purpose]
         now = self._clock()
-        key = (cert.fingerprint(hashes.SHA256()), wanted)
+        key = (id(cert), wanted)
         cached = self._cache.get(key)
-        try:
-            if cached is not None:
-                self.store.recheck(cached, at=at, now=now)
-                return
-            verified = self.store.verify(cert, wanted, at=at, now=now)
-        except CertificateError as err:
-            raise CertificateUntrusted(err.code, err.reason) from err
-        with self._lock:
-            if len(self._cache) >= self._max_cache:
-                self._cache.clear()
-            self._cache[key] = verified
+        if cached is None or cached[0] is not cert:
+            try:
+                verdict = self.store.verdict(self.store.verify(cert, wanted, at=at, now=now))
+            except CertificateError as err:
+                raise CertificateUntrusted(err.code, err.reason) from err
+            with self._lock:
+                if len(self._cache) >= self._max_cache:
+                    self._cache.clear()
+                self._cache[key] = (cert, verdict)
+        else:
+            verdict = cached[1]
+        problem = verdict.problem(at, now)
+        if problem is not None:
+            raise CertificateUntrusted(*problem)

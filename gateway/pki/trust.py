@@ -39,6 +39,7 @@ from gateway.pki.files import key_id, read_certificates, read_crl
 from gateway.pki.purpose import Purpose, common_name, node_ids, profile_problem
 
 DEFAULT_CLOCK_SKEW = dt.timedelta(minutes=5)
+_ALWAYS = dt.datetime.min.replace(tzinfo=dt.UTC)
 _Refuse = Callable[[str, str], CertificateError]
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
 CRL_SUFFIXES = (".pem", ".crl", ".der")
@@ -113,6 +114,33 @@ class VerifiedCertificate:
     @property
     def key_id(self) -> str:
         return key_id(self.cert.public_key())
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What still depends on the clock once a certificate has been verified (``TrustStore.verdict``)."""
+
+    subject: str
+    purpose: Purpose
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    crl_until: dt.datetime | None
+    crl_issuer: str
+    revoked_from: dt.datetime | None
+
+    def problem(self, at: dt.datetime, now: dt.datetime) -> tuple[str, str] | None:
+        """(code, reason) when the certificate is not good as of ``at`` with CRLs judged at ``now``."""
+        if at > self.valid_until:
+            return "expired", f"{self.subject} (or its chain) expired at {_show(self.valid_until)}"
+        if at < self.valid_from:
+            return "not-yet-valid", (f"{self.subject} (or its chain) is not valid before "
+                                     f"{_show(self.valid_from)}")
+        if self.crl_until is not None and now > self.crl_until:
+            return "crl-expired", (f"the CRL of CA {self.crl_issuer!r} expired at {_show(self.crl_until)}; "
+                                   f"install the current CRL")
+        if self.revoked_from is not None and at >= self.revoked_from:
+            return "revoked", f"{self.subject} is revoked by its issuer's CRL"
+        return None
 
 
 @dataclass
@@ -240,34 +268,29 @@ class TrustStore:
             _revocation_as_of(verified, relevant, moment, refuse)
         return VerifiedCertificate(cert, purpose, tuple(verified), node_id)
 
-    def recheck(self, verified: VerifiedCertificate, *, at: dt.datetime, now: dt.datetime | None = None,
-                file: str = "") -> None:
-        """Re-check what changes with time for a certificate this store verified before: validity of
-        each certificate in its chain at ``at``, freshness of the CRLs at ``now`` and revocation as of
-        ``at``. The cheap path for a certificate seen on every message."""
-        at = utc(at)
-        now = utc(now) if now is not None else at
-        where = file or common_name(verified.cert.subject)
-
-        def refuse(code: str, reason: str) -> CertificateError:
-            return CertificateError(where, str(verified.purpose), code, reason)
-
-        for i, cert in enumerate(verified.chain):
-            who = "certificate" if i == 0 else f"CA {common_name(cert.subject)!r}"
-            if at > cert.not_valid_after_utc:
-                raise refuse("expired", f"{who} expired at {_show(cert.not_valid_after_utc)}")
-            if at < cert.not_valid_before_utc - self.clock_skew:
-                raise refuse("not-yet-valid", f"{who} is valid only from {_show(cert.not_valid_before_utc)}")
-        relevant = []
-        for issuer in verified.chain[1:]:
+    def verdict(self, verified: VerifiedCertificate) -> Verdict:
+        """The time-dependent part of ``verified``, precomputed for the per-message path: the window in
+        which its whole chain is valid, until when the CRLs it depends on are current, and from when
+        (if ever) it counts as revoked. The CRLs of a store never change, so this stays true."""
+        chain = verified.chain
+        crl_until: dt.datetime | None = None
+        crl_issuer = ""
+        revoked_from: dt.datetime | None = None
+        for child, issuer in itertools.pairwise(chain):
             loaded = self.crl_for(issuer)
             if loaded is None:
                 continue
-            if loaded.next_update < now:
-                raise refuse("crl-expired", f"the CRL of CA {loaded.issuer.name!r} expired at "
-                                            f"{_show(loaded.next_update)}; install the current CRL")
-            relevant.append(loaded)
-        _revocation_as_of(verified.chain, relevant, max(at, verified.cert.not_valid_before_utc), refuse)
+            if crl_until is None or loaded.next_update < crl_until:
+                crl_until, crl_issuer = loaded.next_update, loaded.issuer.name
+            entry = loaded.crl.get_revoked_certificate_by_serial_number(child.serial_number)
+            if entry is not None:
+                when = _ALWAYS if _compromised(entry) else entry.revocation_date_utc
+                revoked_from = when if revoked_from is None else min(revoked_from, when)
+        return Verdict(
+            subject=common_name(verified.cert.subject), purpose=verified.purpose,
+            valid_from=max(c.not_valid_before_utc for c in chain) - self.clock_skew,
+            valid_until=min(c.not_valid_after_utc for c in chain), crl_until=crl_until, crl_issuer=crl_issuer,
+            revoked_from=revoked_from)
 
     def _openssl(self, cert: x509.Certificate, chain: Sequence[x509.Certificate], moment: dt.datetime,
                  *, crl: bool, refuse: _Refuse) -> list[x509.Certificate]:
@@ -346,6 +369,13 @@ def _check_ca(path: Path, cert: x509.Certificate, what: str) -> None:
                                f"(basicConstraints CA:TRUE)")
 
 
+def _compromised(entry: x509.RevokedCertificate) -> bool:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason in _COMPROMISE
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _revocation_as_of(chain: Sequence[x509.Certificate], crls: Sequence[LoadedCrl], moment: dt.datetime,
                       refuse: _Refuse) -> None:
     by_issuer = {loaded.issuer.cert.subject.public_bytes(): loaded for loaded in crls}
@@ -356,11 +386,7 @@ def _revocation_as_of(chain: Sequence[x509.Certificate], crls: Sequence[LoadedCr
         entry = loaded.crl.get_revoked_certificate_by_serial_number(child.serial_number)
         if entry is None:
             continue
-        try:
-            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-        except x509.ExtensionNotFound:
-            reason = None
-        if entry.revocation_date_utc <= moment or reason in _COMPROMISE:
+        if entry.revocation_date_utc <= moment or _compromised(entry):
             raise refuse("revoked",
                          f"certificate {common_name(child.subject)!r} (serial {child.serial_number:x}) "
                          f"was revoked at {_show(entry.revocation_date_utc)}")

@@ -254,6 +254,27 @@ def test_keyring_trust_hook(store: TrustStore, ca: DevCa, now: dt.datetime) -> N
     assert info.value.code == "wrong-purpose"
 
 
+def test_keyring_trust_hook_cached_path_follows_the_clock(tmp_path: Path, now: dt.datetime) -> None:
+    """Once cached, a certificate is still refused when the CRL runs out (by the clock), and a superseded
+    certificate counts as revoked only for messages made after its revocation."""
+    ca = DevCa.create(tmp_path / "old-ca", now - 30 * DAY)
+    cert = issue(ca, Purpose.SIGNING, now, not_before=now - 10 * DAY)
+    ca.revoke(cert.serial_number, "superseded")
+    crl = ca.make_crl(now, revoked_at=now - DAY, next_update=now + 2 * DAY)
+    store = TrustStore.load(write_trust(tmp_path / "t", [ca], {"ca.pem": crl}), now)
+    clock = [now]
+    hook = StoreTrust(store, clock=lambda: clock[0])
+    hook.check_certificate(cert, keyring.PURPOSE_SIGNING, now - 3 * DAY)  # signed before the revocation
+    hook.check_certificate(cert, keyring.PURPOSE_SIGNING, now - 2 * DAY)  # cached path
+    with pytest.raises(keyring.CertificateUntrusted) as info:
+        hook.check_certificate(cert, keyring.PURPOSE_SIGNING, now)
+    assert info.value.code == "revoked"
+    clock[0] = now + 3 * DAY
+    with pytest.raises(keyring.CertificateUntrusted) as info:
+        hook.check_certificate(cert, keyring.PURPOSE_SIGNING, now - 3 * DAY)
+    assert info.value.code == "crl-expired"
+
+
 def test_key_ids_agree_with_the_keyring() -> None:
     """gateway.pki and gateway.keyring name a key the same way."""
     key = new_key().public_key()
