@@ -54,10 +54,11 @@ def main() -> None:
         baseline = keyring.CaTrust([pki.ca.cert], crls=[crl])
         hook = StoreTrust(store, clock=lambda: now)
         full = per_op(lambda: store.verify(peer_cert, Purpose.SIGNING, at=now), args.seconds)
-        hook.check_certificate(peer_cert, keyring.PURPOSE_SIGNING, now)
-        cached = per_op(lambda: hook.check_certificate(peer_cert, keyring.PURPOSE_SIGNING, now), args.seconds)
-        baseline.check_certificate(peer_cert, keyring.PURPOSE_SIGNING, now)
-        base = per_op(lambda: baseline.check_certificate(peer_cert, keyring.PURPOSE_SIGNING, now), args.seconds)
+        sign = keyring.PURPOSE_SIGNING
+        hook.check_certificate(peer_cert, sign, now)
+        cached = per_op(lambda: hook.check_certificate(peer_cert, sign, now), args.seconds)
+        baseline.check_certificate(peer_cert, sign, now)
+        base = per_op(lambda: baseline.check_certificate(peer_cert, sign, now), args.seconds)
 
         t = time.perf_counter()
         runs = 20
@@ -75,13 +76,13 @@ def main() -> None:
             rotate(CertsDir(root), lambda d, tr=trust: load_generation(d, "city-a", tr, at=now))
             rot.append((time.perf_counter() - t) * 1e3)
 
-    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPU, Python {platform.python_version()}, "
-          f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z")
-    print(f"baseline keyring.CaTrust, cached check          {base:9.1f} µs/check")
-    print(f"StoreTrust (pyOpenSSL + CRL), cached check      {cached:9.1f} µs/check   ratio {cached / base:5.2f}x")
-    print(f"TrustStore.verify, full chain + CRL_CHECK_ALL   {full:9.1f} µs/check   ratio {full / base:5.2f}x")
-    print(f"load_node_material (2 nodes, pq-hybrid)         {load_ms:9.1f} ms")
-    print(f"jgw certs rotate (validate + archive + swap)    {sorted(rot)[len(rot) // 2]:9.1f} ms (median of 5)")
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} CPU, "
+          f"Python {platform.python_version()}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z")
+    print(f"baseline keyring.CaTrust, cached check       {base:9.1f} µs/check")
+    print(f"StoreTrust (pyOpenSSL + CRL), cached check   {cached:9.1f} µs/check  ratio {cached / base:5.2f}x")
+    print(f"TrustStore.verify, chain + CRL_CHECK_ALL     {full:9.1f} µs/check  ratio {full / base:5.2f}x")
+    print(f"load_node_material (2 nodes, pq-hybrid)      {load_ms:9.1f} ms")
+    print(f"jgw certs rotate (validate, archive, swap)   {sorted(rot)[len(rot) // 2]:9.1f} ms (median of 5)")
 
 
 if __name__ == "__main__":
