@@ -41,7 +41,7 @@ from gateway.pki.install import (
     install_peer_file,
 )
 from gateway.pki.layout import CertsDir
-from gateway.pki.rotation import Outcome, repair, rollback, rotate, signal_daemon
+from gateway.pki.rotation import Outcome, changing, rollback, rotate, signal_daemon
 from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
 from gateway.pki.tls import TlsFiles, check_login
 from gateway.pki.trust import TrustStore
@@ -217,10 +217,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     done: list[Installed] = []
     failed: list[tuple[Path, JgwError]] = []
     files = sorted(args.files, key=lambda p: p.suffix == ".json")  # certificates before key statements
-    with cd.locked():
-        if not args.dry_run:
-            for line in repair(cd):
-                print(f"repaired: {line}")
+    with changing(cd, dry_run=args.dry_run) as repaired:
+        for line in repaired:
+            print(line if args.dry_run else f"repaired: {line}")
         for path in files:
             try:
                 if args.crl:

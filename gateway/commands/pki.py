@@ -24,6 +24,7 @@ from gateway.pki.devinit import init_dev
 from gateway.pki.files import pem_certificates, read_certificate, write_atomic
 from gateway.pki.generation import SLOT_BY_NAME
 from gateway.pki.layout import CertsDir
+from gateway.pki.rotation import changing
 
 DEV_BANNER = "DEVELOPMENT ONLY: throw-away keys and certificates; never use them with real data."
 
@@ -94,8 +95,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_csr(args: argparse.Namespace) -> int:
     t = target(args)
     cd = CertsDir(t.certs_dir)
-    with cd.locked():
+    with changing(cd) as repaired:
         result = create_csr(cd, t.node_id, args.purpose, force=args.force)
+    for line in repaired:
+        print(f"repaired: {line}")
     if result.staging_created:
         print(f"created {cd.staging} from the live generation (the other slots carry over)")
     print(f"new {args.purpose} key: {result.key_path} (mode 0600, key id {result.key_id}); it never leaves "
@@ -110,8 +113,10 @@ def cmd_csr(args: argparse.Namespace) -> int:
 def cmd_hybrid(args: argparse.Namespace) -> int:
     t = target(args)
     cd = CertsDir(t.certs_dir)
-    with cd.locked():
+    with changing(cd) as repaired:
         path = create_hybrid(cd, t.node_id, now(), new_keys=args.new_keys)
+    for line in repaired:
+        print(f"repaired: {line}")
     print(f"wrote {path}, signed by staging's signing and signing-mldsa65 keys")
     return 0
 

@@ -23,9 +23,11 @@ verified against the configured anchors with CRLs. Never logs; reprs show ids, n
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +93,17 @@ class NodeMaterial:
     def generation(self) -> str:
         return self.live.name
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """A fresh client context with the live TLS identity (build a new one per reload)."""
-        return self.tls.client_context()
+    def ssl_context(self, *, cafiles: Sequence[Path] | None = None,
+                    crlfiles: Sequence[Path] | None = None) -> ssl.SSLContext:
+        """A fresh client context with the live TLS identity (build a new one per reload). By default
+        the broker is verified against the node's trust anchors and CRLs; a broker whose CA is
+        configured separately (``[brokers.NAME.tls] ca``/``crl``) passes its own files."""
+        files = self.tls
+        if cafiles is not None or crlfiles is not None:
+            files = dataclasses.replace(
+                files, cafiles=tuple(cafiles) if cafiles is not None else files.cafiles,
+                crlfiles=tuple(crlfiles) if crlfiles is not None else files.crlfiles)
+        return files.client_context()
 
     def __repr__(self) -> str:
         return (f"NodeMaterial(node_id={self.node_id!r}, generation={self.generation!r}, "

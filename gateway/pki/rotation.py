@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,14 @@ def repair(cd: CertsDir) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def changing(cd: CertsDir, *, dry_run: bool = False) -> Iterator[list[str]]:
+    """Hold the lock and repair first: how every command that changes the directory starts.
+    Yields what the repair did (to show the operator); a dry run only says what it would repair."""
+    with cd.locked():
+        yield [f"would repair: {what}" for what in needs_repair(cd)] if dry_run else repair(cd)
+
+
 def _pointer_or_none(cd: CertsDir, name: str) -> str | None:
     try:
         return cd.pointer(name)
@@ -191,8 +199,8 @@ def ensure_staging(cd: CertsDir) -> tuple[Path, bool]:
 
 def rotate(cd: CertsDir, validate: Validate, *, dry_run: bool = False, hook: Hook = _no_hook) -> Outcome:
     """Make the staged generation live, keeping the current one as ``previous``."""
-    with cd.locked():
-        out = Outcome("rotate", simulated=dry_run, lines=repair(cd))
+    with changing(cd, dry_run=dry_run) as repaired:
+        out = Outcome("rotate", simulated=dry_run, lines=repaired)
         if not cd.staging.is_dir():
             raise NoInputError(f"{cd.staging}: nothing staged; create keys and CSRs with jgw pki csr and "
                                f"install the issued certificates with jgw certs install first")
@@ -237,8 +245,8 @@ def rotate(cd: CertsDir, validate: Validate, *, dry_run: bool = False, hook: Hoo
 
 def rollback(cd: CertsDir, validate: Validate, *, dry_run: bool = False, hook: Hook = _no_hook) -> Outcome:
     """Swap ``live`` and ``previous`` after checking the previous generation is still usable."""
-    with cd.locked():
-        out = Outcome("rollback", simulated=dry_run, lines=repair(cd))
+    with changing(cd, dry_run=dry_run) as repaired:
+        out = Outcome("rollback", simulated=dry_run, lines=repaired)
         live, prev = _pointer_or_none(cd, "live"), _pointer_or_none(cd, "previous")
         if prev is None or prev == live:
             raise NoInputError(f"{cd.pointer_path('previous')}: no previous generation to roll back to")

@@ -268,3 +268,22 @@ def test_signal_daemon_never_signals_a_stranger(tmp_path: Path) -> None:
     assert "not running" in signal_daemon(pid_file)
     pid_file.write_text("garbage")
     assert "not a pid" in signal_daemon(pid_file)
+
+
+def test_every_changing_command_repairs_first_but_a_dry_run_does_not(world: World, now: dt.datetime) -> None:
+    """After a crash past the switch, a dry run only reports the pending repair; the next real command
+    (here jgw pki csr) completes the rotation before it touches staging."""
+    from tests.pki.jgwcli import run as jgw
+
+    cd = world.a.cd
+    stage_new(world, now)
+    crash_at(cd, "rotate", "live")
+    args = ["--certs-dir", str(cd.root), "--node", "city-a"]
+    r = jgw("certs", "rollback", *args, "--dry-run")
+    assert "would repair: an interrupted rotation" in r.stdout, r.stdout + r.stderr
+    assert cd.journal.exists()
+    r = jgw("pki", "csr", *args, "--purpose", "signing")
+    assert r.returncode == 0, r.stderr
+    assert "repaired: completed an interrupted rotate: live is gen-0002" in r.stdout
+    assert not cd.journal.exists() and cd.pointer("live") == "gen-0002"
+    assert (cd.staging / "tls-client.pem").read_bytes() == (cd.live_dir() / "tls-client.pem").read_bytes()
