@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from gateway import config as config_mod
 from gateway.errors import JgwError, NoInputError, PermissionError_, UsageError
+from gateway.pki.errors import os_errors
 from gateway.pki.generation import SLOT_BY_NAME, load_generation
 from gateway.pki.install import (
     Installed,
@@ -41,7 +42,7 @@ from gateway.pki.install import (
     install_peer_file,
 )
 from gateway.pki.layout import CertsDir
-from gateway.pki.rotation import Outcome, changing, rollback, rotate, signal_daemon
+from gateway.pki.rotation import Outcome, changing, check_daemon_can_read, rollback, rotate, signal_daemon
 from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
 from gateway.pki.tls import TlsFiles, check_login
 from gateway.pki.trust import TrustStore
@@ -87,8 +88,8 @@ def become_owner(certs_dir: Path) -> None:
         return
     try:
         st = certs_dir.stat()
-    except FileNotFoundError as exc:
-        raise NoInputError(f"{certs_dir}: certs directory not found") from exc
+    except FileNotFoundError:
+        return  # a first installation creates it (as root; see certs/README.md on ownership)
     if st.st_uid == 0:
         return
     try:
@@ -98,6 +99,14 @@ def become_owner(certs_dir: Path) -> None:
     except OSError as exc:
         raise PermissionError_(f"{certs_dir}: cannot switch to its owner uid {st.st_uid}: "
                                f"{exc.strerror}") from exc
+
+
+def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a verb with file-system errors translated into one line with the file (77, 75 or 78)."""
+    def run(args: argparse.Namespace) -> int:
+        with os_errors("certs"):
+            return fn(args)
+    return run
 
 
 def now() -> dt.datetime:
@@ -123,7 +132,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ins.add_argument("--key", type=Path,
                      help="the certificate's private key, when it was not made by jgw pki csr")
     ins.add_argument("--dry-run", action="store_true", help="run every check, install nothing (simulated)")
-    ins.set_defaults(func=cmd_install)
+    ins.set_defaults(func=guarded(cmd_install))
 
     st = verbs.add_parser("status", help="every certificate and CRL: purpose, days left, who trusts it",
                           description="Show every trust anchor, CRL, certificate of the live, previous and "
@@ -137,7 +146,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.add_argument("--crl-warn-hours", type=float, default=DEFAULT_CRL_WARN.total_seconds() / 3600,
                     help="default %(default)s")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(func=guarded(cmd_status))
 
     for name, func, what in (("rotate", cmd_rotate, "make the staged generation live (keeps the previous)"),
                              ("rollback", cmd_rollback, "return to the previous generation")):
@@ -152,7 +161,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         r.add_argument("--check-brokers", action="store_true",
                        help="before switching, log in to every TLS broker of the config with the new TLS "
                             "certificate (EXTERNAL) and stop if one refuses it")
-        r.set_defaults(func=func)
+        r.set_defaults(func=guarded(func))
 
     ex = verbs.add_parser("export", help="copy public certificates for peers to install",
                           description="Write this node's public material for its peers. Default: the live "
@@ -163,7 +172,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_target_arguments(ex)
     ex.add_argument("--out", type=Path, required=True, help="directory to write (e.g. a USB stick)")
     ex.add_argument("--staging", action="store_true", help="the staged signing certificates only")
-    ex.set_defaults(func=cmd_export)
+    ex.set_defaults(func=guarded(cmd_export))
     def no_verb(args: argparse.Namespace) -> int:
         p.print_help()
         return 64
@@ -307,6 +316,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
     def full_check(directory: Path) -> object:
         result = validate(directory)
+        if t.state_dir is not None:  # the archived copies will belong to us
+            check_daemon_can_read(t.state_dir / PID_FILE, {os.geteuid()})
         if args.check_brokers:
             pre.extend(_check_brokers(t, directory))
         return result
@@ -324,6 +335,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     def full_check(directory: Path) -> object:
         result = validate(directory)
+        if t.state_dir is not None:
+            check_daemon_can_read(t.state_dir / PID_FILE, {p.stat().st_uid for p in directory.glob("*.key")})
         if args.check_brokers:
             pre.extend(_check_brokers(t, directory))
         return result

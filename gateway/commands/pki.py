@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway.commands.certs import add_target_arguments, now, target
+from gateway.commands.certs import add_target_arguments, guarded, now, target
 from gateway.errors import DataError, NoInputError, UsageError
 from gateway.pki.csr import create_csr, create_hybrid
 from gateway.pki.devca import DevCa
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--purpose", required=True, choices=tuple(SLOT_BY_NAME), help="which slot")
     c.add_argument("--force", action="store_true", help="replace a new key that is still waiting for its "
                                                         "certificate (its pending request becomes useless)")
-    c.set_defaults(func=cmd_csr)
+    c.set_defaults(func=guarded(cmd_csr))
 
     h = verbs.add_parser("hybrid", help="make or re-sign the pq-hybrid KEM key statement in staging",
                          description="Sign staging's hybrid KEM public key (ML-KEM-768 + X25519) with "
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                      "certificates are staged; --new-keys also makes a new KEM key pair.")
     add_target_arguments(h)
     h.add_argument("--new-keys", action="store_true", help="generate a new hybrid KEM key pair")
-    h.set_defaults(func=cmd_hybrid)
+    h.set_defaults(func=guarded(cmd_hybrid))
 
     d = verbs.add_parser("init-dev",
                          help="DEVELOPMENT ONLY: a dev CA, a broker certificate and node certs dirs",
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--broker-host", action="append", metavar="HOST",
                    help="name or address in the broker certificate (repeat; default localhost, 127.0.0.1)")
     d.add_argument("--no-pq", action="store_true", help="leave out the pq-hybrid suite material")
-    d.set_defaults(func=cmd_init_dev)
+    d.set_defaults(func=guarded(cmd_init_dev))
 
     i = verbs.add_parser("issue-dev", help="DEVELOPMENT ONLY: the dev CA signs a request (rehearsals)")
     i.add_argument("ca_dir", type=Path, metavar="CADIR", help="DIR/ca made by init-dev")
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("--node", required=True, metavar="ID")
     i.add_argument("--days", type=float, default=90)
     i.add_argument("--out", type=Path, required=True, help="where to write the certificate")
-    i.set_defaults(func=cmd_issue_dev)
+    i.set_defaults(func=guarded(cmd_issue_dev))
 
     r = verbs.add_parser("crl-dev", help="DEVELOPMENT ONLY: revoke certificates and write a new CRL")
     r.add_argument("ca_dir", type=Path, metavar="CADIR")
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--reason", default="key_compromise", choices=("unspecified", "key_compromise",
                                                                     "superseded", "cessation_of_operation"))
     r.add_argument("--days", type=float, default=30, help="CRL lifetime (default %(default)s)")
-    r.set_defaults(func=cmd_crl_dev)
+    r.set_defaults(func=guarded(cmd_crl_dev))
 
     def no_verb(args: argparse.Namespace) -> int:
         p.print_help()

@@ -9,7 +9,11 @@ Security: pure definitions. Messages name files, node ids, serial numbers and da
 
 from __future__ import annotations
 
-from gateway.errors import ConfigError, PermissionError_
+import contextlib
+import errno
+from collections.abc import Iterator
+
+from gateway.errors import ConfigError, JgwError, PermissionError_, TempFailError
 
 #: Every ``code`` a refusal can carry, with what it means to an operator.
 REFUSAL_CODES: dict[str, str] = {
@@ -58,3 +62,22 @@ class KeyFileModeError(PermissionError_):
         self.reason = (f"private key is mode {mode & 0o777:04o}, readable beyond its owner; "
                        f"run: chmod 600 {file}")
         super().__init__(f"{file}: key-mode: {self.reason}")
+
+
+@contextlib.contextmanager
+def os_errors(what: str) -> Iterator[None]:
+    """Translate a file-system error escaping ``what`` into one line with the file: permission
+    problems exit 77, a full or failing disk 75 (try again), anything else 78."""
+    try:
+        yield
+    except JgwError:
+        raise
+    except OSError as exc:
+        where = exc.filename or what
+        text = exc.strerror or str(exc)
+        if isinstance(exc, PermissionError):
+            raise PermissionError_(f"{where}: {text}; run as root or as the user owning the certs "
+                                   f"directory") from exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            raise TempFailError(f"{where}: {text}") from exc
+        raise CertificateError(str(where), what, "unreadable", text) from exc

@@ -159,7 +159,9 @@ class CertsDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the directory's lock; a second command fails at once with exit 75 instead of racing."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise CertificateError(str(self.root), "certs directory", "layout", "not a directory")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
 
 from gateway.keyring import DecryptionKey, Keyring, SigningIdentity
 from gateway.pki import hybrid
-from gateway.pki.errors import CertificateError
+from gateway.pki.errors import CertificateError, os_errors
 from gateway.pki.files import key_matches, read_certificates, read_private_key
 from gateway.pki.generation import SLOT_BY_NAME, Generation, load_generation
 from gateway.pki.keyring_trust import StoreTrust
@@ -125,7 +125,12 @@ def load_node_material(certs_dir: Path, node_id: str, now: dt.datetime, *,
                        overlap: dt.timedelta = DEFAULT_OVERLAP,
                        clock_skew: dt.timedelta = DEFAULT_CLOCK_SKEW) -> NodeMaterial:
     """Load and fully validate a node's material as of ``now``. Raises on the first problem."""
-    now = utc(now)
+    with os_errors("certs"):
+        return _load(certs_dir, node_id, utc(now), overlap, clock_skew)
+
+
+def _load(certs_dir: Path, node_id: str, now: dt.datetime, overlap: dt.timedelta,
+          clock_skew: dt.timedelta) -> NodeMaterial:
     cd = CertsDir(certs_dir)
     notes: list[str] = []
     if cd.journal.exists():

@@ -280,26 +280,54 @@ def rollback(cd: CertsDir, validate: Validate, *, dry_run: bool = False, hook: H
         return out
 
 
-def signal_daemon(pid_file: Path) -> str:
-    """Send SIGHUP to the jgw daemon named by ``pid_file``; say what was done, in one line."""
+def find_daemon(pid_file: Path) -> tuple[int | None, str]:
+    """The pid of the running jgw named by ``pid_file``, or None and why not (one line)."""
     try:
         text = pid_file.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        return (f"no daemon pid file at {pid_file}: nothing signalled; a jgw started later loads the new "
-                f"live generation")
+        return None, (f"no daemon pid file at {pid_file}: nothing signalled; a jgw started later loads the "
+                      f"new live generation")
     except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read {pid_file} ({exc}): nothing signalled; reload jgw by hand (systemctl reload jgw)"
+        return None, f"cannot read {pid_file} ({exc}): nothing signalled; reload jgw by hand"
     if not text.isdigit() or int(text) <= 1:
-        return f"{pid_file} holds {text[:20]!r}, not a pid: nothing signalled; reload jgw by hand"
+        return None, f"{pid_file} holds {text[:20]!r}, not a pid: nothing signalled; reload jgw by hand"
     pid = int(text)
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
-        return f"{pid_file} names pid {pid}, which is not running (stale pid file): nothing signalled"
+        return None, f"{pid_file} names pid {pid}, which is not running (stale pid file): nothing signalled"
     except OSError as exc:
-        return f"cannot inspect pid {pid} ({exc.strerror}): nothing signalled; reload jgw by hand"
+        return None, f"cannot inspect pid {pid} ({exc.strerror}): nothing signalled; reload jgw by hand"
     if not any(b"jgw" in os.path.basename(arg) or arg.startswith(b"gateway") for arg in argv):
-        return f"{pid_file} names pid {pid}, which is not a jgw process (stale pid file?): nothing signalled"
+        return None, (f"{pid_file} names pid {pid}, which is not a jgw process (stale pid file?): "
+                      f"nothing signalled")
+    return pid, ""
+
+
+def check_daemon_can_read(pid_file: Path, key_owners: set[int]) -> None:
+    """Refuse to switch to keys the running daemon could not read (0600 and another owner): it would
+    refuse the reload. Says which user to run the command as."""
+    pid, _ = find_daemon(pid_file)
+    if pid is None:
+        return
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return
+    strangers = key_owners - {uid}
+    if uid != 0 and strangers:
+        owners = ", ".join(map(str, sorted(strangers)))
+        raise PermissionError_(f"the running jgw (pid {pid}) runs as uid {uid}, but the keys it would switch "
+                               f"to belong to uid {owners}: it could not read them. Run this command as that "
+                               f"user, or make it own the certs directory (chown -R; commands run as root "
+                               f"then switch to it)")
+
+
+def signal_daemon(pid_file: Path) -> str:
+    """Send SIGHUP to the jgw daemon named by ``pid_file``; say what was done, in one line."""
+    pid, why = find_daemon(pid_file)
+    if pid is None:
+        return why
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -302,3 +303,76 @@ def test_root_acts_as_the_owner_of_the_certs_dir(now: dt.datetime) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         shutil.rmtree(base)
+
+
+def test_file_system_errors_end_in_one_line(tmp_path: Path) -> None:
+    """Whatever the file system throws comes out as one line with the file and a sysexits code."""
+    from gateway.errors import PermissionError_, TempFailError
+    from gateway.pki.errors import CertificateError, os_errors
+
+    cases: list[tuple[OSError, type, int]] = [
+        (PermissionError(13, "Permission denied", "/etc/jgw/certs/.lock"), PermissionError_, 77),
+        (OSError(28, "No space left on device", "/etc/jgw/certs/archive"), TempFailError, 75),
+        (IsADirectoryError(21, "Is a directory", "/x"), CertificateError, 78)]
+    for exc, kind, code in cases:
+        with pytest.raises(kind) as info, os_errors("certs"):
+            raise exc
+        assert info.value.exit_code == code and str(exc.filename) in str(info.value)
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("x")
+    r = jgw("pki", "csr", "--certs-dir", str(not_a_dir), "--node", "city-a", "--purpose", "signing")
+    assert r.returncode in (75, 77, 78), r.stderr
+    assert "Traceback" not in r.stderr and "unexpected" not in r.stderr, r.stderr
+    assert str(not_a_dir) in r.stderr
+
+
+def test_first_install_from_an_empty_directory(world: World, tmp_path: Path) -> None:
+    """A new node starts from nothing: anchor, CRL, three requests, issued certificates, first rotation."""
+    root = tmp_path / "new-node"
+    args = ["--certs-dir", str(root), "--node", "cs-c"]
+    assert jgw("certs", "install", *args, "--anchor", str(world.ca.cert_path)).returncode == 0
+    assert jgw("certs", "install", *args, "--crl", str(world.ca.crl_path)).returncode == 0
+    issued = []
+    for slot in ("tls-client", "signing", "encryption"):
+        r = jgw("pki", "csr", *args, "--purpose", slot)
+        assert r.returncode == 0, r.stderr
+        out = tmp_path / f"{slot}.pem"
+        r = jgw("pki", "issue-dev", str(world.ca.directory), str(root / "staging" / f"{slot}.csr"),
+                "--purpose", slot, "--node", "cs-c", "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        issued.append(str(out))
+    r = jgw("certs", "install", *args, *issued)
+    assert r.returncode == 0 and "3 installed" in r.stdout, r.stderr
+    r = jgw("certs", "rotate", *args, "--no-signal")
+    assert r.returncode == 0 and "live: (none) -> gen-0001" in r.stdout, r.stderr
+    assert jgw("certs", "status", *args).returncode == 0
+    r = jgw("pki", "csr", "--certs-dir", str(root / "live" / "tls-client.pem"), "--node", "cs-c",
+            "--purpose", "signing")
+    assert r.returncode == 78 and "not a directory" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_rotate_refuses_keys_the_running_daemon_could_not_read(world: World, tmp_path: Path) -> None:
+    """jgw runs as 'nobody', the certs directory belongs to root: the new keys would be root's 0600
+    files the daemon cannot read, so rotate stops (77) before switching and says what to do."""
+    import subprocess
+
+    nobody = pwd.getpwnam("nobody")
+    state = tmp_path / "state"
+    state.mkdir()
+    # stands in for the daemon: a process of that user whose argv says jgw
+    daemon = subprocess.Popen(["/bin/sh", "-c", "echo ready; sleep 30", "jgw"], stdout=subprocess.PIPE,
+                              text=True, user=nobody.pw_uid, cwd="/", start_new_session=True)
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
+        (state / "jgw.pid").write_text(str(daemon.pid))
+        issued = csr_and_issue(world, "signing", tmp_path)
+        assert jgw("certs", "install", *target(world), str(issued)).returncode == 0
+        assert jgw("pki", "hybrid", *target(world)).returncode == 0
+        r = jgw("certs", "rotate", *target(world), "--state-dir", str(state))
+        assert r.returncode == 77, r.stdout + r.stderr
+        assert f"runs as uid {nobody.pw_uid}" in r.stderr and "could not read" in r.stderr
+        assert world.a.cd.pointer("live") == "gen-0001"
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)  # its own process group: sh and its sleep
+        daemon.wait()
