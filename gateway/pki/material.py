@@ -14,8 +14,10 @@ slot of the live generation and every peer; and returns a frozen ``NodeMaterial`
   and ``jgw_crl_next_update_timestamp_seconds{issuer}``. ``subject`` is a node id or a CA's CN,
   both bounded by configuration.
 
-Any refusal raises ``CertificateError`` (exit 78) or ``KeyFileModeError`` (exit 77) naming the file
-and the reason; the caller keeps its old material.
+Any refusal of this node's own material or of its trust store raises ``CertificateError`` (exit 78)
+or ``KeyFileModeError`` (exit 77) naming the file and the reason; the caller keeps its old material.
+A peer whose current certificates are refused is left out of the keyring and reported in
+``peer_problems`` (unless ``strict_peers``): its routes fail, the others keep running.
 
 Security: reads private keys (0600 enforced) and peers' certificates; everything returned has been
 verified against the configured anchors with CRLs. Never logs; reprs show ids, not keys.
@@ -88,6 +90,8 @@ class NodeMaterial:
     expiries: tuple[CertificateExpiry, ...]
     crls: tuple[CrlInfo, ...]
     notes: tuple[str, ...] = ()
+    #: Peers left out because their current material was refused (log each at warning level).
+    peer_problems: tuple[CertificateError, ...] = ()
 
     @property
     def generation(self) -> str:
@@ -123,14 +127,18 @@ def activated_at(cd: CertsDir) -> dt.datetime:
 
 def load_node_material(certs_dir: Path, node_id: str, now: dt.datetime, *,
                        overlap: dt.timedelta = DEFAULT_OVERLAP,
-                       clock_skew: dt.timedelta = DEFAULT_CLOCK_SKEW) -> NodeMaterial:
-    """Load and fully validate a node's material as of ``now``. Raises on the first problem."""
+                       clock_skew: dt.timedelta = DEFAULT_CLOCK_SKEW,
+                       strict_peers: bool = False) -> NodeMaterial:
+    """Load and fully validate a node's material as of ``now``. Raises on the first problem with
+    this node's own material or its trust store. A peer whose current certificates are refused is
+    left out and listed in ``peer_problems`` (one peer's expired certificate must not stop every
+    route at the next restart); ``strict_peers`` makes that an error too."""
     with os_errors("certs"):
-        return _load(certs_dir, node_id, utc(now), overlap, clock_skew)
+        return _load(certs_dir, node_id, utc(now), overlap, clock_skew, strict_peers)
 
 
 def _load(certs_dir: Path, node_id: str, now: dt.datetime, overlap: dt.timedelta,
-          clock_skew: dt.timedelta) -> NodeMaterial:
+          clock_skew: dt.timedelta, strict_peers: bool) -> NodeMaterial:
     cd = CertsDir(certs_dir)
     notes: list[str] = []
     if cd.journal.exists():
@@ -149,7 +157,9 @@ def _load(certs_dir: Path, node_id: str, now: dt.datetime, overlap: dt.timedelta
                 notes.append(note)
             if keys:
                 previous = PreviousKeys(prev_name, until, keys)
-    peers = load_peers(cd.peers, trust, at=now, own_id=node_id)
+    peer_problems: list[CertificateError] = []
+    peers = load_peers(cd.peers, trust, at=now, own_id=node_id,
+                       problems=None if strict_peers else peer_problems)
     for peer in peers.values():
         notes.extend(peer.notes)
     keyring = _keyring(node_id, live, previous, peers, trust)
@@ -162,7 +172,7 @@ def _load(certs_dir: Path, node_id: str, now: dt.datetime, overlap: dt.timedelta
                         expiries=tuple(_expiries(node_id, live, peers, trust)),
                         crls=tuple(CrlInfo(c.issuer.name, c.last_update, c.next_update, c.path)
                                    for c in trust.crls),
-                        notes=tuple(notes))
+                        notes=tuple(notes), peer_problems=tuple(peer_problems))
 
 
 def _keyring(node_id: str, live: Generation, previous: PreviousKeys | None,

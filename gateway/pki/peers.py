@@ -124,12 +124,21 @@ def load_peer(directory: Path, trust: TrustStore, *, at: dt.datetime, now: dt.da
 
 
 def load_peers(peers_dir: Path, trust: TrustStore, *, at: dt.datetime, now: dt.datetime | None = None,
-               own_id: str | None = None) -> dict[str, PeerMaterial]:
+               own_id: str | None = None, problems: list[CertificateError] | None = None
+               ) -> dict[str, PeerMaterial]:
+    """Every peer. A peer whose current material is refused raises, or, when ``problems`` is a list,
+    is recorded there and left out (its routes fail; the rest of the node keeps working)."""
     if not peers_dir.is_dir():
         return {}
     peers: dict[str, PeerMaterial] = {}
     for directory in sorted(p for p in peers_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if directory.name == own_id:
-            raise CertificateError(str(directory), "peer", "layout", "this node's own id; it is not a peer")
-        peers[directory.name] = load_peer(directory, trust, at=at, now=now)
+        try:
+            if directory.name == own_id:
+                raise CertificateError(str(directory), "peer", "layout",
+                                       "this node's own id; it is not a peer")
+            peers[directory.name] = load_peer(directory, trust, at=at, now=now)
+        except CertificateError as err:
+            if problems is None:
+                raise
+            problems.append(err)
     return peers

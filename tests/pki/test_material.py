@@ -140,15 +140,21 @@ def test_certificate_of_another_node(world: World, now: dt.datetime) -> None:
 
 
 def test_peer_from_another_ca(world: World, other_ca: object, now: dt.datetime) -> None:
-    """A peer certificate from an untrusted CA stops the load, naming the peer file."""
+    """A peer certificate from an untrusted CA leaves that peer out of the keyring (reported with the
+    file and code) while the node's own material still loads; strict_peers makes it an error."""
     from gateway.pki.devca import DevCa, new_key
 
     assert isinstance(other_ca, DevCa)
     cert = other_ca.issue(new_key().public_key(), Purpose.SIGNING, now, node_id="dc-b")
     path = world.a.cd.peers / "dc-b" / "signing.pem"
     write_atomic(path, pem_certificates([cert]))
-    err = error_of(world, now)
-    assert isinstance(err, CertificateError) and err.code == "unknown-ca" and err.file == str(path)
+    m = load(world, now)
+    assert "dc-b" not in m.keyring.peers and "dc-b" not in m.peers
+    (problem,) = m.peer_problems
+    assert problem.code == "unknown-ca" and problem.file == str(path)
+    with pytest.raises(CertificateError) as info:
+        load_node_material(world.a.root, "city-a", now, strict_peers=True)
+    assert info.value.code == "unknown-ca"
 
 
 def test_expired_crl_stops_the_load(world: World, now: dt.datetime) -> None:
