@@ -6,10 +6,11 @@
     peers/<node-id>/encryption-hybrid.json       pq-hybrid  hybrid KEM key statement (gateway.pki.hybrid)
     peers/<node-id>/<any of these>.previous.<ext>           the peer's previous generation
 
-Current files must pass every check (or the whole load fails, and a reload keeps the old
-material). A previous file that no longer passes (it expired, it was revoked) is left out with a
-note: it exists only for the overlap while the peer rotates. Unknown files are refused, so a
-misnamed certificate is not silently ignored.
+Current files must pass every check, or that peer is refused (``load_peers`` raises, or records
+it and leaves the peer out, so one peer's expired certificate stops only its own routes). A
+previous file that no longer passes (it expired, it was revoked) is left out with a note: it exists
+only for the overlap while the peer rotates. Unknown files are refused, so a misnamed certificate
+is not silently ignored.
 
 Security: reads certificates that came from other sites; trusts them only through
 ``TrustStore.verify`` with the peer's node id.
