@@ -18,29 +18,46 @@ from gateway import __version__
 from gateway.errors import JgwError
 
 OVERVIEW = """\
-jgw: store-and-forward message gateway (relay, seal/open, policy, evidence)
+jgw: store-and-forward message gateway (relay, seal/open, 個人番号 policy, evidence)
 
 run the gateway:
-  run            run the relay daemon for a node (systemd: Type=notify)
+  run            run the relay daemon for a node (systemd: Type=notify; SIGHUP reloads certificates)
   check-config   validate a config file and print the effective routes
+  routes         list routes with their seed flows, or the seed catalog
   status         routes, link state, queue depth and oldest-message age
 
 move and inspect messages:
   send           inject payloads on a route as its source system would
   dlq            list, show or replay dead letters
   quarantine     list or show quarantined messages
+  scan           check a file for a 個人番号 (exit 0 clean, 1 found, 2 error)
+  envelope       inspect, verify, open or seal an envelope by hand
+
+certificates:
+  pki            keys and certificate requests; a development CA (init-dev)
+  certs          install, check, rotate and roll back this node's certificates
+
+evidence:
+  audit          verify, read or recover the audit trail
 
 exit codes: 0 ok, 1 check failed, 64 usage, 65 bad data, 66 no input, 69 unavailable,
             70 internal error, 75 try again, 77 permission, 78 configuration
+            (scan: 2 for usage/encoding errors; envelope: 10-20 name the failed check)
 """
 
 # Verb modules, in the order their help appears. Each exposes register(subparsers).
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.run",
     "gateway.commands.check_config",
+    "gateway.commands.routes",
     "gateway.commands.status",
     "gateway.commands.send",
     "gateway.commands.dlq",
+    "gateway.commands.scan",
+    "gateway.commands.envelope",
+    "gateway.commands.pki",
+    "gateway.commands.certs",
+    "gateway.commands.audit",
 )
 
 

@@ -11,15 +11,20 @@ URL is shown (``redact_url``).
 
 from __future__ import annotations
 
+import builtins
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditSettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -42,6 +47,9 @@ ROUTE_DEFAULTS: dict[str, Any] = {
     "dedup_window": "7d",
     "ack_interval": "50ms",
 }
+
+#: Ordered routes hold a failing delivery while they retry it; stay well inside consumer_timeout.
+ORDERED_RETRY_BUDGET = 25 * 60.0
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -123,9 +131,9 @@ class Options:
             raise self.error(name, f"expected {what}, got {_kind(value)}")
         return value
 
-    def str(self, name: str, default: Any = _MISSING, *, pattern: re.Pattern[str] | None = None,
+    def str(self, name: builtins.str, default: Any = _MISSING, *, pattern: re.Pattern[str] | None = None,
             choices: tuple[str, ...] | None = None) -> Any:
-        value = self._typed(name, str, default, "a string")
+        value = self._typed(name, builtins.str, default, "a string")
         if value is default and default is not _MISSING:
             return value
         if choices is not None and value not in choices:
@@ -134,7 +142,8 @@ class Options:
             raise self.error(name, f"{value!r} does not match {pattern.pattern}")
         return value
 
-    def int(self, name: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None) -> Any:
+    def int(self, name: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> Any:
         value = self._typed(name, int, default, "an integer")
         if value is default and default is not _MISSING:
             return value
@@ -144,10 +153,10 @@ class Options:
             raise self.error(name, f"must be at most {max}, got {value}")
         return value
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
         return self._typed(name, bool, default, "true or false")
 
-    def duration(self, name: str, default: Any = _MISSING, *, min: float | None = None) -> Any:
+    def duration(self, name: builtins.str, default: Any = _MISSING, *, min: builtins.float | None = None) -> Any:
         value = self.raw(name, default)
         if value is None:
             return None
@@ -159,28 +168,28 @@ class Options:
             raise self.error(name, f"must be at least {min}s, got {seconds}s")
         return seconds
 
-    def size(self, name: str, default: Any = _MISSING) -> int:
+    def size(self, name: builtins.str, default: Any = _MISSING) -> builtins.int:
         value = self.raw(name, default)
         try:
             return parse_size(value)
         except (ValueError, TypeError) as exc:
             raise self.error(name, str(exc)) from exc
 
-    def path_value(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._typed(name, str, default, "a path")
-        if value is None or (value is default and default is not _MISSING and not isinstance(value, str)):
+    def path_value(self, name: builtins.str, default: Any = _MISSING) -> Any:
+        value = self._typed(name, builtins.str, default, "a path")
+        if value is None or (value is default and default is not _MISSING and not isinstance(value, builtins.str)):
             return value
         p = Path(value)
         return p if p.is_absolute() else (self.base_dir / p)
 
-    def list(self, name: str, default: Any = _MISSING) -> Any:
+    def list(self, name: builtins.str, default: Any = _MISSING) -> Any:
         return self._typed(name, list, default, "a list")
 
-    def table(self, name: str, default: Any = _MISSING) -> Options:
+    def table(self, name: builtins.str, default: Any = _MISSING) -> Options:
         value = self.raw(name, default)
         return Options(self.file, self.key(name), value, self.base_dir)
 
-    def tables(self) -> Iterator[tuple[str, Options]]:
+    def tables(self) -> Iterator[tuple[builtins.str, Options]]:
         """Every key of this table, each read as a sub-table (for [brokers.X], [routes.X])."""
         for name in list(self._table):
             yield name, self.table(name)
@@ -275,6 +284,15 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class MetricsTls:
+    """TLS with client certificates for the metrics endpoint (required off loopback)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     state_dir: Path
@@ -284,6 +302,7 @@ class NodeConfig:
     shutdown_grace: float
     log_format: str
     log_level: str
+    metrics_tls: MetricsTls | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +311,8 @@ class Config:
     node: NodeConfig
     brokers: Mapping[str, BrokerConfig]
     routes: Mapping[str, RouteConfig]
+    #: Where and how long evidence is kept (gateway.audit.AuditSettings); None when [audit] enabled = false.
+    audit: AuditSettings | None = None
 
     def route(self, name: str) -> RouteConfig:
         return self.routes[name]
@@ -335,14 +356,39 @@ def parse(data: Mapping[str, Any], file: str, base_dir: Path, path: Path | None 
             raise opt.error("source.queue", f"queue {route.source.queue!r} on broker {route.source.broker!r} "
                                             f"is already the source of route {sources[key]!r}")
         sources[key] = name
+        _check_against_catalog(route, opt)
         routes[name] = route
+    audit = _parse_audit(top.table("audit", {}), node, routes)
     top.done()
-    return Config(file=path or Path(file), node=node, brokers=brokers, routes=routes)
+    return Config(file=path or Path(file), node=node, brokers=brokers, routes=routes, audit=audit)
+
+
+def _check_against_catalog(route: RouteConfig, opt: Options) -> None:
+    """A route naming a seed flow must agree with the catalog (no route where the seed says there is
+    no linkage; never looser about the 個人番号 than the catalog)."""
+    if route.seed is None:
+        return
+    from gateway.catalog import check_route
+
+    reason = check_route(route)
+    if reason:
+        raise opt.error("seed", reason)
+
+
+def _parse_audit(opt: Options, node: NodeConfig, routes: Mapping[str, RouteConfig]) -> AuditSettings | None:
+    from gateway.audit import audit_settings
+
+    if not opt.bool("enabled", True):
+        opt.done()
+        return None
+    return audit_settings(opt, node.state_dir, routes)
 
 
 def _parse_node(opt: Options) -> NodeConfig:
-    node_id = opt.str("id", pattern=NAME_RE)
-    state_dir = opt.path_value("state_dir", "/var/lib/jgw")
+    node_id = _name(opt, "id", opt.str("id", pattern=NAME_RE))
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (one path per configured directory)
+    default_state = os.environ.get("STATE_DIRECTORY", "/var/lib/jgw").split(":")[0]
+    state_dir = opt.path_value("state_dir", default_state)
     certs_dir = opt.path_value("certs_dir", str(opt.base_dir / "certs"))
     metrics = opt.str("metrics_listen", None)
     metrics_listen = None
@@ -355,15 +401,30 @@ def _parse_node(opt: Options) -> NodeConfig:
     grace = opt.duration("shutdown_grace", "20s")
     log_format = opt.str("log_format", "logfmt", choices=("logfmt", "json"))
     log_level = opt.str("log_level", "info", choices=("debug", "info", "warning", "error"))
+    metrics_tls = None
+    if opt.has("metrics_tls"):
+        t = opt.table("metrics_tls")
+        metrics_tls = MetricsTls(cert=t.path_value("cert"), key=t.path_value("key"), client_ca=t.path_value("client_ca"))
+        t.done()
     opt.done()
     return NodeConfig(id=node_id, state_dir=Path(state_dir), certs_dir=Path(certs_dir),
                       metrics_listen=metrics_listen, control_socket=Path(control), shutdown_grace=grace,
-                      log_format=log_format, log_level=log_level)
+                      log_format=log_format, log_level=log_level, metrics_tls=metrics_tls)
+
+
+def _name(opt: Options, key: str, name: str) -> str:
+    """Names become queue names, metric labels and log fields: none may look like a 個人番号."""
+    from gateway.redact import contains_personal_number
+
+    if contains_personal_number(name):
+        raise opt.error(key, "a name may not look like a 個人番号 (it would appear in logs and metrics)")
+    return name
 
 
 def _parse_broker(name: str, opt: Options) -> BrokerConfig:
     if not NAME_RE.match(name):
         raise opt.error("", f"broker name must match {NAME_RE.pattern}")
+    _name(opt, "", name)
     urls = opt.list("urls")
     if not urls:
         raise opt.error("urls", "at least one URL is required")
@@ -413,6 +474,7 @@ def _parse_defaults(opt: Options) -> dict[str, Any]:
 def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: Mapping[str, Any]) -> RouteConfig:
     if not NAME_RE.match(name):
         raise opt.error("", f"route name must match {NAME_RE.pattern} (it names queues and metric labels)")
+    _name(opt, "", name)
     origin: dict[str, str] = {}
 
     def pick(key: str) -> tuple[Options, str]:
@@ -444,6 +506,7 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
     o, k = pick("window")
     window = o.int(k, min=1, max=100000)
     o, k = pick("retry")
+    retry_opt, retry_key = o, k
     retry_raw = o.list(k)
     retry: list[float] = []
     for i, item in enumerate(retry_raw):
@@ -478,6 +541,11 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
         ordr = opt.table("ordering")
         ordering_header = ordr.str("header", pattern=HEADER_RE)
         ordr.done()
+        # an ordered route retries in place, holding the delivery unacknowledged; RabbitMQ closes a
+        # channel whose delivery stays unacknowledged for consumer_timeout (30 minutes by default)
+        if sum(retry) > ORDERED_RETRY_BUDGET:
+            raise retry_opt.error(retry_key, f"an ordered route retries in place: its retry delays add up to {sum(retry):g}s, "
+                             f"more than {ORDERED_RETRY_BUDGET:g}s (RabbitMQ's consumer_timeout is 30 minutes)")
     stage_tables: dict[str, Mapping[str, Any]] = {}
     for kind in ("open", "policy", "seal"):
         if opt.has(kind):

@@ -33,6 +33,7 @@ class DedupStore:
             "at REAL NOT NULL, PRIMARY KEY (route, message_id)) WITHOUT ROWID")
         self._db.execute("CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at)")
         self._pending: list[tuple[str, str, float]] = []
+        self._committing: list[tuple[str, str, float]] = []
         path.chmod(0o600)
 
     def seen(self, route: str, message_ids: Iterable[str]) -> set[str]:
@@ -46,9 +47,10 @@ class DedupStore:
                 f"SELECT message_id FROM delivered WHERE route = ? AND message_id IN ({marks})",  # noqa: S608
                 (route, *chunk))
             found.update(r[0] for r in rows)
-        if self._pending:
+        if self._pending or self._committing:
             wanted = set(ids)
             found.update(mid for r, mid, _ in self._pending if r == route and mid in wanted)
+            found.update(mid for r, mid, _ in self._committing if r == route and mid in wanted)
         return found
 
     def record(self, route: str, message_id: str, at: float | None = None) -> None:
@@ -56,12 +58,28 @@ class DedupStore:
 
     def commit(self) -> None:
         """Make recorded ids durable. Called before the matching source acks are sent."""
-        if not self._pending:
+        self.write(self.begin_commit())
+        self.end_commit()
+
+    # The relay commits off the event loop in three steps; ids stay visible to seen() throughout.
+
+    def begin_commit(self) -> list[tuple[str, str, float]]:
+        """(event loop) Take the recorded ids for writing; they stay visible to seen()."""
+        self._committing = self._committing + self._pending
+        self._pending = []
+        return list(self._committing)
+
+    def write(self, rows: list[tuple[str, str, float]]) -> None:
+        """(any thread) Write taken ids to the database."""
+        if not rows:
             return
-        rows, self._pending = self._pending, []
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR IGNORE INTO delivered (route, message_id, at) VALUES (?, ?, ?)", rows)
         self._db.execute("COMMIT")
+
+    def end_commit(self) -> None:
+        """(event loop) The taken ids are in the database."""
+        self._committing = []
 
     def prune(self, route: str, window: float, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - window

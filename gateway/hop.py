@@ -37,12 +37,14 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 import pika
 from pika.exceptions import AMQPError
 
 from gateway.amqp import AsyncChannel, ChannelClosed, ConfirmChannel, Link
+from gateway.audit import payload_digest
+from gateway.commit import Committer, Evidence, NoEvidence
 from gateway.config import RouteConfig
 from gateway.confirms import Confirm
 from gateway.dedup import DedupStore
@@ -68,23 +70,6 @@ BATCH_MAX = 512
 STALL_SECONDS = 30.0  # a worker that has not taken its next batch for this long is stuck (watchdog)
 # Headers that describe a message's past at this hop; they are not forwarded to the sink.
 _HOP_HEADERS = frozenset({H_ATTEMPT, H_REASON, H_DETAIL, H_FAILED_AT, H_ORIGIN_QUEUE})
-
-
-class Evidence(Protocol):
-    """Where the hop records what happened (the audit trail). ``commit`` makes it durable."""
-
-    def record(self, event: str, **fields: Any) -> None: ...
-    def commit(self) -> None: ...
-
-
-class NoEvidence:
-    """Used when a node keeps no audit trail (tests of the relay alone, benchmarks)."""
-
-    def record(self, event: str, **fields: Any) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
 
 
 class Dest(Enum):
@@ -150,7 +135,7 @@ class RouteRunner:
 
     def __init__(self, cfg: RouteConfig, stages: Sequence[Stage], *, node_id: str, metrics: Metrics,
                  dedup: DedupStore, executor: Executor, consume_link: Link, side_link: Link, sink_link: Link,
-                 evidence: Evidence | None = None) -> None:
+                 committer: Committer, evidence: Evidence | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.stages = list(stages)
@@ -163,6 +148,13 @@ class RouteRunner:
         self.side_link = side_link
         self.sink_link = sink_link
         self.evidence: Evidence = evidence or NoEvidence()
+        self.committer = committer
+        # acks wait for a commit only when there is something to make durable first
+        self._commit_first = cfg.dedup or not isinstance(self.evidence, NoEvidence)
+        self._flush_waiting = False
+        self._flush_again = False
+        self._seed = cfg.seed or ""
+        self._peer = f"{cfg.sink.broker}/{cfg.sink.exchange}/{cfg.sink.routing_key}"
         self.ordered = cfg.ordering_header is not None
         self.ack_batch = max(1, cfg.prefetch // 10)
 
@@ -218,9 +210,11 @@ class RouteRunner:
             except (ChannelClosed, TimeoutError):
                 pass
         loop = asyncio.get_running_loop()
-        while self._items and loop.time() < deadline and self._consume_ch is not None:
-            await asyncio.sleep(0.05)
-        self._flush_acks()
+        while (self._items or self._ledger.ackable or self._flush_waiting) and loop.time() < deadline \
+                and self._consume_ch is not None:
+            if self._ledger.ackable and not self._flush_waiting:
+                self._flush_acks()
+            await asyncio.sleep(0.02)
         return len(self._items)
 
     async def stop(self) -> None:
@@ -243,6 +237,10 @@ class RouteRunner:
         backoff = 1.0
         while True:
             await self.consume_link.up_event.wait()
+            if not self.committer.healthy.is_set():
+                self._error("evidence", f"cannot make evidence durable: {self.committer.last_error}")
+                await self.committer.healthy.wait()
+                self._errors.pop("evidence", None)
             try:
                 topo = await self.consume_link.open_channel()
                 try:
@@ -384,8 +382,6 @@ class RouteRunner:
         live: list[Item] = []
         for item in batch:
             size = len(item.body)
-            self.evidence.record("accept", message_id=item.message_id, route=self.name, size=size,
-                                 attempt=item.attempt)
             if size > self.cfg.max_size:
                 self._set_aside(item, Dest.QUARANTINE, "too-large",
                                 f"{size} bytes is over max_size {self.cfg.max_size}")
@@ -434,7 +430,8 @@ class RouteRunner:
                 if mid in seen or mid in self._active_ids:
                     self._m_dedup_hits.inc()
                     self._m_duplicate.inc()
-                    self.evidence.record("duplicate", message_id=mid, route=self.name)
+                    self.evidence.record("duplicate", msg=mid, route=self.name, seed=self._seed,
+                                         size=len(item.out_body), outcome="suppressed")
                     self._settle(item)
                 else:
                     self._to_sink(item)
@@ -538,8 +535,9 @@ class RouteRunner:
         sent = item.sent_at
         if sent is not None:
             self._m_e2e.observe(max(0.0, time.time() - sent))
-        self.evidence.record("deliver", message_id=mid, route=self.name, size=len(item.out_body),
-                             sink=f"{self.cfg.sink.broker}/{self.cfg.sink.exchange}")
+        self.evidence.record("deliver", msg=mid, route=self.name, seed=self._seed, peer=self._peer,
+                             size=len(item.out_body), digest=payload_digest(item.out_body),
+                             corr=item.props.correlation_id, outcome="confirmed")
         self._settle(item)
 
     def _sink_failed(self, item: Item, reason: str) -> None:
@@ -624,7 +622,8 @@ class RouteRunner:
     def _set_aside_done(self, item: Item) -> None:
         mid = item.message_id
         if item.dest is Dest.RETRY:
-            pass  # counted when the retry was decided
+            self._settle(item)  # not an outcome: the message comes back to this route
+            return
         elif item.dest is Dest.QUARANTINE:
             self.metrics.messages.labels(self.name, "quarantined").inc()
             self.metrics.quarantined.labels(self.name, item.reason).inc()
@@ -635,8 +634,9 @@ class RouteRunner:
             self.metrics.dead_lettered.labels(self.name, item.reason).inc()
             log.warning("message dead-lettered", extra={"route": self.name, "message_id": mid,
                                                         "reason": item.reason, "detail": item.detail})
-        self.evidence.record(item.dest.value, message_id=mid, route=self.name, reason=item.reason,
-                             size=len(item.body), attempt=item.attempt)
+        self.evidence.record(item.dest.value, msg=mid, route=self.name, seed=self._seed, reason=item.reason,
+                             size=len(item.body), digest=payload_digest(item.body), attempt=item.attempt,
+                             outcome=_SET_ASIDE_QUEUE[item.dest])
         self._settle(item)
 
     # ---------------------------------------------------------------- acknowledgement
@@ -672,24 +672,48 @@ class RouteRunner:
                         del self._keys[key]
 
     def _flush_acks(self) -> None:
-        """The one place a source delivery is acknowledged: evidence and dedup ids first."""
+        """The one place a source delivery is acknowledged: after the dedup ids and evidence that
+        depend on it are durable (group commit, off the event loop)."""
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        if not self._ledger.ackable:
+        if self._flush_waiting:
+            self._flush_again = True
             return
-        ch = self._consume_ch
-        if ch is None or not ch.is_open:
+        if not self._ledger.ackable or self._consume_ch is None:
             return
-        self.dedup.commit()
-        self.evidence.commit()
+        gen, ch = self._gen, self._consume_ch
         upto, singles = self._ledger.take_acks()
+        if not self._commit_first:
+            self._send_acks(gen, ch, upto, singles)
+            return
+        self._flush_waiting = True
+        self.committer.request(lambda exc: self._committed(exc, gen, ch, upto, singles))
+
+    def _committed(self, exc: BaseException | None, gen: int, ch: AsyncChannel, upto: int | None,
+                   singles: list[int]) -> None:
+        self._flush_waiting = False
+        if exc is not None:
+            # nothing is acknowledged: give the deliveries back to the queue and pause (see commit.py)
+            if gen == self._gen:
+                ch.close()
+            return
+        self._send_acks(gen, ch, upto, singles)
+        if self._flush_again or self._ledger.ackable >= self.ack_batch:
+            self._flush_again = False
+            self._flush_acks()
+        elif self._ledger.ackable and self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(self.cfg.ack_interval, self._flush_acks)
+
+    def _send_acks(self, gen: int, ch: AsyncChannel, upto: int | None, singles: list[int]) -> None:
+        if gen != self._gen or not ch.is_open:
+            return  # that channel is gone: its deliveries went back to the queue; dedup catches them
         try:
             if upto is not None:
                 ch.channel.basic_ack(upto, multiple=True)
             for tag in singles:
                 ch.channel.basic_ack(tag)
-        except AMQPError as exc:  # channel closing: unacked deliveries return to the queue, dedup catches them
+        except AMQPError as exc:
             log.warning("ack failed", extra={"route": self.name, "error": str(exc)})
         self.metrics.progress.set(time.time())
 
@@ -754,6 +778,9 @@ class RouteRunner:
                            held_for_order=sum(len(q) for q in self._keys.values()),
                            oldest_age_seconds=round(self.oldest_age(), 3), errors=dict(self._errors),
                            stages=" → ".join(s.name for s in self.stages) or "(none)")
+
+
+_SET_ASIDE_QUEUE = {Dest.QUARANTINE: QUARANTINE_QUEUE, Dest.DEAD_LETTER: DEAD_LETTER_QUEUE, Dest.RETRY: "retry"}
 
 
 def _forwarded(props: pika.BasicProperties) -> pika.BasicProperties:

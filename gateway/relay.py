@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
@@ -24,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.amqp import Link
+from gateway.audit import AuditLog, payload_digest
+from gateway.commit import Committer, Evidence, NoEvidence
 from gateway.config import Config
 from gateway.control import ControlServer
 from gateway.dedup import DedupStore
 from gateway.errors import JgwError, TempFailError, UnavailableError
-from gateway.hop import Evidence, RouteRunner
+from gateway.hop import RouteRunner
 from gateway.metrics import Metrics
-from gateway.metrics_http import MetricsServer, serve_metrics
+from gateway.metrics_http import MetricsServer, serve_metrics, server_tls_context
 from gateway.route import build_stages, node_context
 from gateway.sdnotify import Notifier
 from gateway.watchdog import ProgressWatchdog
@@ -41,12 +44,13 @@ READY_TIMEOUT = 60.0  # READY=1 at the latest after this, even if a broker never
 
 
 class Relay:
-    def __init__(self, config: Config, *, evidence: Evidence | None = None,
-                 notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
         self.config = config
         self.node = node_context(config)
         self.metrics = Metrics(config.node.id)
-        self.evidence = evidence
+        self.evidence: Evidence = NoEvidence()
+        self._audit: AuditLog | None = None
+        self._committer: Committer | None = None
         self.notifier = notifier or Notifier(None)
         self.links: dict[tuple[str, str], Link] = {}
         self.routes: dict[str, RouteRunner] = {}
@@ -57,6 +61,8 @@ class Relay:
         self._control: ControlServer | None = None
         self._dedup: DedupStore | None = None
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jgw-stage")
+        # one thread for commits: they are serialised anyway, and must not queue behind crypto
+        self._io_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jgw-commit")
         # Stages are built (and so validated) before anything connects: a bad stage table is a
         # configuration error at start, not a surprise at the first message.
         self._stages = {name: build_stages(config, route, self.node)
@@ -97,11 +103,22 @@ class Relay:
         if cfg.node.metrics_listen is not None:
             host, port = cfg.node.metrics_listen
             try:
-                self._metrics_server = await serve_metrics(self.metrics.registry, host, port, health=self.healthy,
-                                                           config_file=str(cfg.file))
+                tls = cfg.node.metrics_tls
+                ctx = None if tls is None else server_tls_context(tls.cert, tls.key, tls.client_ca)
+                self._metrics_server = await serve_metrics(self.metrics.registry, host, port, ssl_context=ctx,
+                                                           health=self.healthy, config_file=str(cfg.file))
             except OSError as exc:
                 raise UnavailableError(f"metrics_listen {host}:{port}: {exc.strerror or exc}") from exc
         self._dedup = DedupStore(cfg.node.state_dir / "dedup.sqlite3")
+        if cfg.audit is not None:
+            a = cfg.audit
+            self._audit = AuditLog.open(a.directory, cfg.node.id, retention=a.retention,
+                                        segment_bytes=a.segment_bytes, segment_age=a.segment_age)
+            self.evidence = self._audit
+            self.evidence.record("start", node=cfg.node.id, pid=os.getpid(), config=str(cfg.file),
+                                 digest=payload_digest(cfg.file.read_bytes()), routes=sorted(self._stages))
+            self._audit.commit()
+        self._committer = Committer(self._dedup, self.evidence, self._io_executor)
         for name, stages in self._stages.items():
             route = cfg.routes[name]
             consume = self._link(route.source.broker, "consume")
@@ -109,7 +126,7 @@ class Relay:
             sink = self._link(route.sink.broker, "publish")
             runner = RouteRunner(route, stages, node_id=cfg.node.id, metrics=self.metrics, dedup=self._dedup,
                                  executor=self._executor, consume_link=consume, side_link=side, sink_link=sink,
-                                 evidence=self.evidence)
+                                 committer=self._committer, evidence=self.evidence)
             self.routes[name] = runner
         for link in self.links.values():
             link.start()
@@ -152,11 +169,15 @@ class Relay:
             await self._control.close()
         if self._metrics_server is not None:
             await self._metrics_server.close()
+        if self._committer is not None:
+            await self._committer.flush()
         if self._dedup is not None:
             self._dedup.close()
-        if self.evidence is not None:
-            self.evidence.commit()
+        if self._audit is not None:
+            self._audit.record("stop", node=self.config.node.id, pid=os.getpid())
+            self._audit.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._io_executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ state dir lock
 
@@ -215,11 +236,12 @@ class Relay:
             await asyncio.sleep(5)
 
 
-def run(config: Config, *, evidence: Evidence | None = None) -> int:
+def run(config: Config) -> int:
     """Entry point of ``jgw run``: returns the exit status."""
+    faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack to the journal
     notifier = Notifier.from_environ(forget=True)
     try:
-        relay = Relay(config, evidence=evidence, notifier=notifier)
+        relay = Relay(config, notifier=notifier)
         return asyncio.run(relay.run())
     except JgwError:
         raise

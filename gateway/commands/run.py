@@ -23,13 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from gateway.logs import setup_logging
+    from gateway.redact import RedactingFilter
 
-    try:  # TODO(lead): remove once gateway.redact lands
-        from gateway.redact import PersonalDataFilter
-        filters = [PersonalDataFilter()]
-    except ImportError:
-        filters = []
     cfg = config_mod.load(args.config)
     setup_logging(args.log_format or cfg.node.log_format, args.log_level or cfg.node.log_level,
-                  filters=filters)
+                  filters=[RedactingFilter()])
     return relay.run(cfg)

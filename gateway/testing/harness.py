@@ -208,6 +208,20 @@ class Amqp:
     def bind(self, queue: str, exchange: str, key: str) -> None:
         self._channel().queue_bind(queue, exchange, key)
 
+    def declare_source(self, config: Path, route: str) -> None:
+        """Declare a route's source-side topology exactly as jgw would, without running jgw."""
+        from gateway import config as config_mod
+        from gateway.topology import source_topology
+
+        topo = source_topology(config_mod.load(config).routes[route])
+        ch = self._channel()
+        for ex in topo.exchanges:
+            ch.exchange_declare(ex.name, exchange_type=ex.type or "direct", durable=True)
+        for q in topo.queues:
+            ch.queue_declare(q.name, durable=True, arguments=q.arguments)
+            for exchange, key in q.bindings:
+                ch.queue_bind(q.name, exchange, key)
+
     def depth(self, queue: str) -> int | None:
         try:
             return int(self._channel().queue_declare(queue, passive=True).method.message_count)
@@ -231,24 +245,37 @@ class Amqp:
 
     def drain(self, queue: str, expect: int | None = None, timeout: float = 30.0, idle: float = 1.0
               ) -> list[Received]:
-        """Consume (and ack) everything from ``queue``; stop when ``expect`` were read, or the queue
-        has been empty for ``idle`` seconds, or ``timeout`` passed."""
-        ch = self.conn.channel()
+        """Consume (and ack) everything from ``queue``; stop when ``expect`` were read and the queue has
+        been empty for ``idle`` seconds, or (without ``expect``) when it has been empty that long, or
+        ``timeout`` passed. Survives the broker restarting under it: a message whose ack was lost
+        comes back marked redelivered and is not counted twice (a real duplicate is a new delivery)."""
         out: list[Received] = []
+        seen: set[str] = set()
         deadline = time.monotonic() + timeout
         last = time.monotonic()
+        ch = self.conn.channel()
         while time.monotonic() < deadline:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                if expect is None and time.monotonic() - last > idle:
-                    break
-                if expect is not None and len(out) >= expect and time.monotonic() - last > idle:
-                    break
-                self.conn.process_data_events(0.05)
-                continue
-            last = time.monotonic()
-            out.append(Received(props.message_id, body, dict(props.headers or {}), props))
-        ch.close()
+            try:
+                method, props, body = ch.basic_get(queue, auto_ack=False)
+                if method is None:
+                    if time.monotonic() - last > idle and (expect is None or len(out) >= expect):
+                        break
+                    self.conn.process_data_events(0.05)
+                    continue
+                if not (method.redelivered and props.message_id in seen):
+                    out.append(Received(props.message_id, body, dict(props.headers or {}), props))
+                    seen.add(props.message_id)
+                ch.basic_ack(method.delivery_tag)
+                last = time.monotonic()
+            except (AMQPError, OSError):
+                time.sleep(0.5)
+                with contextlib.suppress(AMQPError, OSError):
+                    self.conn.close()
+                with contextlib.suppress(AMQPError, OSError):
+                    self.conn = pika.BlockingConnection(pika.URLParameters(self.url))
+                    self.ch = ch = self.conn.channel()
+        with contextlib.suppress(AMQPError, OSError):
+            ch.close()
         return out
 
     def delete(self, *queues: str, exchanges: Iterable[str] = ()) -> None:

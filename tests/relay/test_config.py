@@ -25,7 +25,7 @@ urls = ["amqp://u:secret@10.0.0.1:5671/dc", "amqp://u:secret@10.0.0.2:5671/dc"]
 retry = ["1s", "10s"]
 
 [routes.juki-to-cs]
-seed = "A:1-⑥"
+seed = "jimu:1-⑥"
 personal_number = "allowed"
 payload_encoding = "cp932"
 source = { broker = "local", queue = "juki.out" }
@@ -83,6 +83,16 @@ BAD = [
     ("TOML syntax", GOOD.replace("[defaults]", "[defaults"), "", "TOML syntax error"),
     ("metrics address", GOOD.replace('state_dir = "state"', 'state_dir = "state"\nmetrics_listen = "9469"'),
      "node.metrics_listen", "HOST:PORT"),
+    ("a route where the seed says there is no linkage", GOOD.replace("jimu:1-⑥", "shinsei:③"),
+     "routes.juki-to-cs.seed", "no data linkage"),
+    ("a seed reference the catalog does not know", GOOD.replace("jimu:1-⑥", "jimu:99-①"),
+     "routes.juki-to-cs.seed", "99"),
+    ("ordered retries longer than consumer_timeout allows", GOOD.replace('retry = ["1s", "10s"]',
+                                                                         'retry = ["10m", "10m", "10m"]'),
+     "defaults.retry", "retries in place"),
+    ("a name that looks like a 個人番号", GOOD.replace('id = "cityhall"', 'id = "123456789018"'), "node.id",
+     "may not look like a 個人番号"),
+    ("unknown key in [audit]", GOOD + "\n[audit]\nretention = \"1y\"\n", "audit.retention", "unknown key"),
 ]
 
 
@@ -97,6 +107,14 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path, case: str, text: s
     assert "secret" not in str(err.value)
 
 
+def test_audit_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = config_mod.load(write(tmp_path, GOOD))
+    assert cfg.audit is not None and cfg.audit.directory == tmp_path / "state" / "audit"
+    assert "juki-to-cs" in cfg.audit.retention.specific_routes, "a seed route keeps 7-year evidence"
+    off = config_mod.load(write(tmp_path, GOOD + "\n[audit]\nenabled = false\n"))
+    assert off.audit is None
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         config_mod.load(tmp_path / "nope.toml")
@@ -106,7 +124,7 @@ def test_check_config_prints_routes_and_marks_defaults(tmp_path: Path, capsys: p
     path = write(tmp_path, GOOD)
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "juki-to-cs [A:1-⑥]" in out
+    assert "juki-to-cs [jimu:1-⑥]" in out
     assert "local:juki.out → (no stages) → dc:jgw.in/cs" in out
     assert "retry=1s,10s (default)" in out and "max_size=1048576 " in out
     assert "secret" not in out

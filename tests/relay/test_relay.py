@@ -174,7 +174,7 @@ def test_message_without_its_ordering_key_is_quarantined(names: Names, node_conf
 def test_status_shows_routes_links_depth_and_exit_codes(names: Names, node_config: NodeFactory, amqp: Amqp,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     r = names.route("r")
-    cfg = node_config({r: route(names, sink_queue=names.q("dst"), seed="A:1-⑥")})
+    cfg = node_config({r: route(names, sink_queue=names.q("dst"), seed="jimu:1-⑥")})
     assert main(["status", str(cfg)]) == 1
     out = capsys.readouterr().out
     assert "daemon NOT running" in out
@@ -183,7 +183,7 @@ def test_status_shows_routes_links_depth_and_exit_codes(names: Names, node_confi
         out = capsys.readouterr().out
         assert "daemon running" in out and "link local/publish" in out
         line = next(ln for ln in out.splitlines() if ln.startswith(r))
-        assert "running" in line and "A:1-⑥" in line
+        assert "running" in line and "jimu:1-⑥" in line
         assert main(["status", str(cfg), "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["routes"][0]["depth"] == 0 and info["routes"][0]["state"] == "running"
