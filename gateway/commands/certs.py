@@ -44,7 +44,7 @@ from gateway.pki.install import (
 from gateway.pki.layout import CertsDir
 from gateway.pki.rotation import Outcome, changing, check_daemon_can_read, rollback, rotate, signal_daemon
 from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
-from gateway.pki.tls import TlsFiles, check_login
+from gateway.pki.tls import TlsFiles, check_login, for_broker
 from gateway.pki.trust import TrustStore
 
 PID_FILE = "jgw.pid"
@@ -278,9 +278,10 @@ def _check_brokers(t: Target, staged: Path) -> list[str]:
     for broker in t.config.brokers.values():
         if broker.tls is None:
             continue
-        files = TlsFiles(cert=staged / "tls-client.pem", key=staged / "tls-client.key",
-                         cafiles=(broker.tls.ca,), crlfiles=tuple(c.path for c in trust.crls))
-        ctx = files.client_context()
+        node_files = TlsFiles(cert=staged / "tls-client.pem", key=staged / "tls-client.key",
+                              cafiles=tuple(ca.path for ca in trust.cas if ca.anchor),
+                              crlfiles=tuple(c.path for c in trust.crls))
+        ctx = for_broker(node_files, broker.tls).client_context()
         for url in broker.urls:
             parts = urlsplit(url)
             host = parts.hostname or "localhost"

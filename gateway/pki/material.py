@@ -35,6 +35,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
 
+from gateway.config import TlsConfig
 from gateway.keyring import DecryptionKey, Keyring, SigningIdentity
 from gateway.pki import hybrid
 from gateway.pki.errors import CertificateError, os_errors
@@ -43,7 +44,7 @@ from gateway.pki.generation import SLOT_BY_NAME, Generation, load_generation
 from gateway.pki.keyring_trust import StoreTrust
 from gateway.pki.layout import CertsDir, cert_name, key_name
 from gateway.pki.peers import PeerMaterial, load_peers
-from gateway.pki.tls import TlsFiles
+from gateway.pki.tls import TlsFiles, for_broker
 from gateway.pki.trust import DEFAULT_CLOCK_SKEW, TrustStore, utc
 
 DEFAULT_OVERLAP = dt.timedelta(days=7)
@@ -108,6 +109,11 @@ class NodeMaterial:
                 files, cafiles=tuple(cafiles) if cafiles is not None else files.cafiles,
                 crlfiles=tuple(crlfiles) if crlfiles is not None else files.crlfiles)
         return files.client_context()
+
+    def ssl_context_for(self, tls: TlsConfig) -> ssl.SSLContext:
+        """A fresh client context for the broker of ``[brokers.NAME.tls]``: the live TLS identity,
+        verified against that table's ``ca``/``crl`` when set, else the node's anchors and CRLs."""
+        return for_broker(self.tls, tls).client_context()
 
     def __repr__(self) -> str:
         return (f"NodeMaterial(node_id={self.node_id!r}, generation={self.generation!r}, "

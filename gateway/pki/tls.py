@@ -18,6 +18,7 @@ Security: talks to the broker named by the caller; trusts the anchors given; rea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,11 +100,11 @@ def _load_verify(ctx: ssl.SSLContext, path: Path, what: str) -> None:
         raise CertificateError(str(path), what, "unreadable", f"cannot load ({exc})") from exc
 
 
-def context_from_config(tls: TlsConfig) -> ssl.SSLContext:
-    """A context from a broker's ``[brokers.NAME.tls]`` table (ca, cert, key, crl)."""
-    crlfiles = (tls.crl,) if tls.crl is not None else ()
-    return client_context(cafiles=(tls.ca,), cert=tls.cert, key=tls.key, crlfiles=crlfiles,
-                          crl_check=tls.crl is not None)
+def for_broker(files: TlsFiles, tls: TlsConfig) -> TlsFiles:
+    """The node's TLS files, with the broker's own CA and CRL when ``[brokers.NAME.tls]`` names them
+    (otherwise the broker is verified against the node's trust anchors and CRLs)."""
+    return dataclasses.replace(files, cafiles=(tls.ca,) if tls.ca is not None else files.cafiles,
+                               crlfiles=(tls.crl,) if tls.crl is not None else files.crlfiles)
 
 
 def ssl_options(ctx: ssl.SSLContext, server_hostname: str) -> pika.SSLOptions:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pika
 import pytest
 
+from gateway.config import TlsConfig
 from gateway.errors import UnavailableError
 from gateway.pki.devca import DevCa, new_key
 from gateway.pki.devinit import DevPki, init_dev
@@ -118,9 +119,15 @@ def test_good_certificate_logs_in_with_external(env: Env) -> None:
 
 
 def test_material_builds_the_context(env: Env) -> None:
-    """What the daemon will use: load_node_material(...).ssl_context() logs in."""
+    """What the daemon will use: load_node_material(...).ssl_context() logs in; so does the context for
+    a [brokers.NAME.tls] table naming the broker's own CA, and one naming a CA we do not use fails."""
     material = load_node_material(env.pki.nodes["city-a"], "city-a", NOW)
     env.login(material.ssl_context())
+    env.login(material.ssl_context_for(TlsConfig(server_hostname="localhost", external_auth=True,
+                                                 ca=env.pki.broker_ca)))
+    wrong = material.ssl_context_for(TlsConfig(server_hostname="localhost", external_auth=True,
+                                               ca=env.other_ca.cert_path))
+    assert "we do not trust the broker's certificate" in refusal(env, wrong)
 
 
 def test_no_client_certificate(env: Env) -> None:
@@ -250,9 +257,6 @@ certs_dir = "{root}"
 [brokers.site]
 urls = ["amqps://127.0.0.1:{env.node.tls.port}/%2F"]
 [brokers.site.tls]
-ca = "{env.pki.broker_ca}"
-cert = "{root / 'live' / 'tls-client.pem'}"
-key = "{root / 'live' / 'tls-client.key'}"
 server_hostname = "localhost"
 """)
     r = jgw("pki", "csr", str(config), "--purpose", "tls-client")
