@@ -30,7 +30,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker, ConnectionClosedBy
 
 from gateway.config import BrokerConfig, redact_url
 from gateway.confirms import Confirm, ConfirmTracker
-from gateway.errors import UnavailableError
+from gateway.errors import JgwError, UnavailableError
 from gateway.metrics import Metrics
 from gateway.topology import Topology
 
@@ -214,8 +214,23 @@ class LinkState:
     since: float = 0.0
 
 
+@dataclass(eq=False)
+class _Connection:
+    """One AMQP connection of a link, with its own close event (a link may briefly hold two)."""
+
+    conn: AsyncioConnection
+    url: str
+    closed: asyncio.Event
+    reason: str = ""
+
+
 class Link:
-    """One supervised connection to a broker for one role."""
+    """One supervised connection to a broker for one role.
+
+    ``rotate()`` replaces the connection with one made with fresh parameters (a new TLS identity
+    after a certificate rotation): the new one is opened and made current first, then the old one is
+    closed; channel owners see their channel close and reopen it on the new connection.
+    """
 
     def __init__(self, broker: BrokerConfig, role: str, node_id: str, metrics: Metrics,
                  ssl_context_factory: Callable[[], ssl.SSLContext | None] | None = None) -> None:
@@ -226,11 +241,10 @@ class Link:
         self.ssl_context_factory = ssl_context_factory
         self.listeners: list[LinkListener] = []
         self.state = LinkState()
-        self.conn: AsyncioConnection | None = None
+        self._current: _Connection | None = None
         self._url_index = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._closed_event = asyncio.Event()
         #: Set while the connection is open; channel owners wait on it, then watch their channel.
         self.up_event = asyncio.Event()
         self.first_attempt_done = asyncio.Event()
@@ -244,6 +258,10 @@ class Link:
     def name(self) -> str:
         return f"{self.broker.name}/{self.role}"
 
+    @property
+    def conn(self) -> AsyncioConnection | None:
+        return self._current.conn if self._current is not None else None
+
     def subscribe(self, listener: LinkListener) -> None:
         self.listeners.append(listener)
 
@@ -252,10 +270,11 @@ class Link:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.conn is not None and not (self.conn.is_closed or self.conn.is_closing):
-            self.conn.close()
+        current = self._current
+        if current is not None and not (current.conn.is_closed or current.conn.is_closing):
+            current.conn.close()
             try:
-                await asyncio.wait_for(self._closed_event.wait(), 5)
+                await asyncio.wait_for(current.closed.wait(), 5)
             except TimeoutError:
                 pass
         if self._task is not None:
@@ -266,13 +285,13 @@ class Link:
                 pass
 
     async def open_channel(self) -> AsyncChannel:
-        conn = self.conn
-        if conn is None or not conn.is_open:
+        current = self._current
+        if current is None or not current.conn.is_open:
             raise ChannelClosed(0, f"link {self.name} is down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Channel] = loop.create_future()
-        conn.channel(on_open_callback=lambda ch: fut.done() or fut.set_result(ch))
-        closed = asyncio.ensure_future(self._closed_event.wait())
+        current.conn.channel(on_open_callback=lambda ch: fut.done() or fut.set_result(ch))
+        closed = asyncio.ensure_future(current.closed.wait())
         try:
             await asyncio.wait([fut, closed], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -280,6 +299,26 @@ class Link:
         if not fut.done():
             raise ChannelClosed(0, f"link {self.name} closed while opening a channel")
         return AsyncChannel(fut.result(), loop)
+
+    async def probe(self, ssl_context_factory: Callable[[], ssl.SSLContext | None]) -> None:
+        """Open and close one connection with these TLS parameters: does the broker accept them?
+        Raises UnavailableError (with the broker's or the TLS layer's reason) when not."""
+        url = self._current.url if self._current is not None else self.broker.urls[0]
+        c = await self._open(url, ssl_context_factory)
+        c.conn.close()
+        await c.closed.wait()
+
+    async def rotate(self) -> None:
+        """Move to a new connection made with the current parameters; the old one is closed after.
+        Raises UnavailableError if the new one cannot be opened (the old one stays)."""
+        old = self._current
+        if old is None or self._stopping:
+            return  # not connected: the supervisor's next attempt uses the new parameters anyway
+        new = await self._open(old.url, self.ssl_context_factory)
+        self._adopt(new)
+        log.info("broker link moved to a new connection", extra={"broker": self.broker.name, "role": self.role})
+        if not (old.conn.is_closed or old.conn.is_closing):
+            old.conn.close()
 
     async def _supervise(self) -> None:
         delay = self.broker.reconnect_min
@@ -291,7 +330,7 @@ class Link:
                 self.metrics.reconnects.labels(self.broker.name, self.role).inc()
             attempt += 1
             try:
-                await self._connect(url)
+                current = await self._open(url, self.ssl_context_factory)
             except UnavailableError as exc:
                 self.state.last_error = str(exc)
                 self.first_attempt_done.set()
@@ -301,12 +340,18 @@ class Link:
                 delay = min(delay * 2, self.broker.reconnect_max)
                 continue
             delay = self.broker.reconnect_min
+            self._adopt(current)
             self.first_attempt_done.set()
-            await self._closed_event.wait()
+            while self._current is not None:  # rotate() may swap in a new connection meanwhile
+                await self._current.closed.wait()
+                if self._current is not None and self._current.closed.is_set():
+                    break
+            self._down(self._current or current)
             if not self._stopping:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    def _params(self, url: str) -> pika.URLParameters:
+    def _params(self, url: str, ssl_context_factory: Callable[[], ssl.SSLContext | None] | None
+                ) -> pika.URLParameters:
         params = pika.URLParameters(url)
         params.heartbeat = self.broker.heartbeat
         params.blocked_connection_timeout = self.broker.blocked_timeout
@@ -314,22 +359,25 @@ class Link:
         params.socket_timeout = self.broker.connect_timeout
         params.stack_timeout = self.broker.connect_timeout + 5
         params.client_properties = {"connection_name": f"jgw {self.node_id} {self.role}"}
-        if self.broker.tls is not None and self.ssl_context_factory is not None:
-            ctx = self.ssl_context_factory()
+        if self.broker.tls is not None and ssl_context_factory is not None:
+            ctx = ssl_context_factory()
             if ctx is not None:
                 params.ssl_options = pika.SSLOptions(ctx, self.broker.tls.server_hostname or params.host)
                 if self.broker.tls.external_auth:
                     params.credentials = pika.credentials.ExternalCredentials()
         return params
 
-    async def _connect(self, url: str) -> None:
+    async def _open(self, url: str, ssl_context_factory: Callable[[], ssl.SSLContext | None] | None
+                    ) -> _Connection:
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
-        self._closed_event = asyncio.Event()
         try:
-            params = self._params(url)
+            params = self._params(url, ssl_context_factory)
+        except JgwError as exc:
+            raise UnavailableError(f"{self.name}: TLS material: {exc}") from exc
         except (ValueError, OSError, ssl.SSLError) as exc:
             raise UnavailableError(f"{self.name}: cannot use {redact_url(url)}: {exc}") from exc
+        record = _Connection(conn=None, url=url, closed=asyncio.Event())  # type: ignore[arg-type]
 
         def on_open(conn: AsyncioConnection) -> None:
             if not opened.done():
@@ -338,27 +386,19 @@ class Link:
         def on_open_error(_conn: AsyncioConnection, err: BaseException | str) -> None:
             if isinstance(err, BaseException) and "SSL" in type(err).__name__ + str(err):
                 self.metrics.tls_failures.labels(self.broker.name).inc()
+            record.closed.set()
             if not opened.done():
                 opened.set_exception(UnavailableError(f"{self.name}: {redact_url(url)}: {_describe(err)}"))
 
         def on_close(_conn: AsyncioConnection, reason: BaseException) -> None:
-            was_up = self.state.up
-            self.state.up = False
-            self.up_event.clear()
-            self.state.blocked = False
-            self.state.last_error = _describe(reason)
-            self.metrics.broker_up.labels(self.broker.name, self.role).set(0)
-            self.metrics.broker_blocked.labels(self.broker.name).set(0)
-            self.conn = None
-            self._closed_event.set()
+            record.reason = _describe(reason)
+            record.closed.set()
             if not opened.done():
-                opened.set_exception(UnavailableError(f"{self.name}: {redact_url(url)}: {_describe(reason)}"))
-            if was_up and not self._stopping:
-                log.warning("broker link down", extra={"broker": self.broker.name, "role": self.role,
-                                                       "error": self.state.last_error})
+                opened.set_exception(UnavailableError(f"{self.name}: {redact_url(url)}: {record.reason}"))
 
         conn = AsyncioConnection(params, on_open_callback=on_open, on_open_error_callback=on_open_error,
                                  on_close_callback=on_close, custom_ioloop=loop)
+        record.conn = conn
         try:
             await asyncio.wait_for(opened, self.broker.connect_timeout + 10)
         except TimeoutError as exc:
@@ -367,18 +407,39 @@ class Link:
             except AMQPError:
                 pass
             raise UnavailableError(f"{self.name}: {redact_url(url)}: connect timed out") from exc
-        conn.add_on_connection_blocked_callback(lambda _c, frame: self._set_blocked(True, frame))
-        conn.add_on_connection_unblocked_callback(lambda _c, frame: self._set_blocked(False, frame))
-        self.conn = conn
+        conn.add_on_connection_blocked_callback(lambda _c, frame: self._set_blocked(record, True, frame))
+        conn.add_on_connection_unblocked_callback(lambda _c, frame: self._set_blocked(record, False, frame))
+        return record
+
+    def _adopt(self, record: _Connection) -> None:
+        self._current = record
         self.state.up = True
-        self.state.url = redact_url(url)
+        self.state.blocked = False
+        self.state.url = redact_url(record.url)
         self.state.last_error = ""
-        self.state.since = loop.time()
+        self.state.since = asyncio.get_running_loop().time()
         self.metrics.broker_up.labels(self.broker.name, self.role).set(1)
+        self.metrics.broker_blocked.labels(self.broker.name).set(0)
         log.info("broker link up", extra={"broker": self.broker.name, "role": self.role, "url": self.state.url})
         self.up_event.set()
 
-    def _set_blocked(self, blocked: bool, frame: Any) -> None:
+    def _down(self, record: _Connection) -> None:
+        if self._current is not record:
+            return
+        self._current = None
+        self.state.up = False
+        self.state.blocked = False
+        self.state.last_error = record.reason
+        self.up_event.clear()
+        self.metrics.broker_up.labels(self.broker.name, self.role).set(0)
+        self.metrics.broker_blocked.labels(self.broker.name).set(0)
+        if not self._stopping:
+            log.warning("broker link down", extra={"broker": self.broker.name, "role": self.role,
+                                                   "error": record.reason})
+
+    def _set_blocked(self, record: _Connection, blocked: bool, frame: Any) -> None:
+        if record is not self._current:
+            return
         self.state.blocked = blocked
         self.metrics.broker_blocked.labels(self.broker.name).set(1 if blocked else 0)
         reason = getattr(getattr(frame, "method", None), "reason", "") if blocked else ""

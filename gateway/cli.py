@@ -25,6 +25,7 @@ run the gateway:
   check-config   validate a config file and print the effective routes
   routes         list routes with their seed flows, or the seed catalog
   status         routes, link state, queue depth and oldest-message age
+  reload         reload certificates in the running daemon (as SIGHUP) and wait for the result
 
 move and inspect messages:
   send           inject payloads on a route as its source system would
@@ -51,6 +52,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.check_config",
     "gateway.commands.routes",
     "gateway.commands.status",
+    "gateway.commands.reload",
     "gateway.commands.send",
     "gateway.commands.dlq",
     "gateway.commands.scan",

@@ -207,13 +207,16 @@ def _kind(value: Any) -> str:
 
 @dataclass(frozen=True)
 class TlsConfig:
-    """mTLS to a broker: stdlib ssl, TLS >= 1.2, hostname checked, EXTERNAL auth by default."""
+    """mTLS to a broker: stdlib ssl, TLS >= 1.2, hostname checked, EXTERNAL auth by default.
 
-    ca: Path
-    cert: Path
-    key: Path
+    The client certificate and key are the node's ``tls-client`` slot of its live certificate
+    generation (``node.certs_dir``, see certs/README.md), so a rotation changes them. The broker is
+    verified against the node's trust anchors and CRLs unless ``ca``/``crl`` name its own.
+    """
+
     server_hostname: str | None
     external_auth: bool
+    ca: Path | None = None
     crl: Path | None = None
 
 
@@ -448,9 +451,8 @@ def _parse_broker(name: str, opt: Options) -> BrokerConfig:
     tls = None
     if opt.has("tls"):
         t = opt.table("tls")
-        tls = TlsConfig(ca=t.path_value("ca"), cert=t.path_value("cert"), key=t.path_value("key"),
-                        server_hostname=t.str("server_hostname", None),
-                        external_auth=t.bool("external_auth", True), crl=t.path_value("crl", None))
+        tls = TlsConfig(server_hostname=t.str("server_hostname", None), external_auth=t.bool("external_auth", True),
+                        ca=t.path_value("ca", None), crl=t.path_value("crl", None))
         t.done()
         if any(urlsplit(u).scheme != "amqps" for u in urls):
             raise opt.error("urls", "a broker with [tls] must use amqps:// URLs")

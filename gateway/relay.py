@@ -19,24 +19,29 @@ import fcntl
 import logging
 import os
 import signal
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.amqp import Link
 from gateway.audit import AuditLog, payload_digest
 from gateway.commit import Committer, Evidence, NoEvidence
-from gateway.config import Config
+from gateway.config import BrokerConfig, Config
 from gateway.control import ControlServer
 from gateway.dedup import DedupStore
 from gateway.errors import JgwError, TempFailError, UnavailableError
 from gateway.hop import RouteRunner
 from gateway.metrics import Metrics
 from gateway.metrics_http import MetricsServer, serve_metrics, server_tls_context
-from gateway.route import build_stages, node_context
+from gateway.route import build_stages, load_material, node_context
 from gateway.sdnotify import Notifier
 from gateway.watchdog import ProgressWatchdog
+
+if TYPE_CHECKING:
+    from gateway.keyring import Keyring
+    from gateway.pki.material import NodeMaterial
 
 log = logging.getLogger("jgw.relay")
 
@@ -46,8 +51,11 @@ READY_TIMEOUT = 60.0  # READY=1 at the latest after this, even if a broker never
 class Relay:
     def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
         self.config = config
-        self.node = node_context(config)
         self.metrics = Metrics(config.node.id)
+        # Keys and certificates first: stages check their recipients and keys when built.
+        self.material = load_material(config)
+        self.node = node_context(config, None if self.material is None else self._keyring)
+        self._reloading = asyncio.Lock()
         self.evidence: Evidence = NoEvidence()
         self._audit: AuditLog | None = None
         self._committer: Committer | None = None
@@ -77,6 +85,7 @@ class Relay:
             await self._start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             watchdog = ProgressWatchdog.from_environ(self.notifier, self.healthy)
             wd_task = loop.create_task(watchdog.run()) if watchdog is not None else None
             await self._wait_started()
@@ -109,6 +118,9 @@ class Relay:
                                                            health=self.healthy, config_file=str(cfg.file))
             except OSError as exc:
                 raise UnavailableError(f"metrics_listen {host}:{port}: {exc.strerror or exc}") from exc
+        self._export_expiries()
+        for result in ("success", "failure"):
+            self.metrics.reloads.labels(result)
         self._dedup = DedupStore(cfg.node.state_dir / "dedup.sqlite3")
         if cfg.audit is not None:
             a = cfg.audit
@@ -132,14 +144,85 @@ class Relay:
             link.start()
         for runner in self.routes.values():
             runner.start()
-        self._control = ControlServer(cfg.node.control_socket, {"status": self._control_status})
+        self._control = ControlServer(cfg.node.control_socket, {"status": self._control_status,
+                                                                "reload": self._control_reload})
         await self._control.start()
 
     def _link(self, broker: str, role: str) -> Link:
         key = (broker, role)
         if key not in self.links:
-            self.links[key] = Link(self.config.brokers[broker], role, self.config.node.id, self.metrics)
+            cfg = self.config.brokers[broker]
+            factory = (lambda: self._ssl_context(cfg)) if cfg.tls is not None else None
+            self.links[key] = Link(cfg, role, self.config.node.id, self.metrics, ssl_context_factory=factory)
         return self.links[key]
+
+    # ------------------------------------------------------------------ keys, certificates, reload
+
+    def _keyring(self) -> Keyring:
+        assert self.material is not None
+        return self.material.keyring
+
+    def _ssl_context(self, broker: BrokerConfig, material: NodeMaterial | None = None) -> ssl.SSLContext:
+        """A fresh client context with the node's live TLS identity (a new one per connection)."""
+        material = material or self.material
+        if material is None or broker.tls is None:
+            raise UnavailableError(f"broker {broker.name}: TLS configured but no certificates loaded")
+        tls = broker.tls
+        return material.ssl_context(cafiles=[tls.ca] if tls.ca else None, crlfiles=[tls.crl] if tls.crl else None)
+
+    def _export_expiries(self) -> None:
+        if self.material is None:
+            return
+        for e in self.material.expiries:
+            self.metrics.cert_expiry.labels(e.purpose, e.subject).set(e.not_after.timestamp())
+        for crl in self.material.crls:
+            self.metrics.crl_next_update.labels(crl.issuer).set(crl.next_update.timestamp())
+
+    def request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP: load and validate the certificates off to the side, make sure every TLS broker
+        accepts the new identity, then swap: keyring first, then each TLS link moves to a new
+        connection. Anything wrong: keep running on the old material and say why."""
+        async with self._reloading:
+            self.notifier.reloading("reloading certificates")
+            log.info("reload requested")
+            loop = asyncio.get_running_loop()
+            old = self.material
+            tls_links = [link for link in self.links.values() if link.broker.tls is not None]
+            try:
+                new = await loop.run_in_executor(None, load_material, self.config)
+                if new is not None:
+                    for link in tls_links:
+                        await link.probe(lambda link=link: self._ssl_context(link.broker, new))  # type: ignore[misc]
+            except JgwError as exc:
+                self.metrics.reloads.labels("failure").inc()
+                log.error("reload refused; still running on the previous certificates", extra={"error": str(exc)})
+                self.evidence.record("cert-change", node=self.config.node.id, outcome="refused", reason=str(exc))
+                self.notifier.ready(f"reload FAILED ({exc}); {self._status_line()}")
+                return {"ok": False, "error": str(exc)}
+            self.material = new
+            self._export_expiries()
+            moved, stayed = 0, []
+            for link in tls_links:
+                try:
+                    await link.rotate()
+                    moved += 1
+                except JgwError as exc:  # this link keeps its old connection until it reconnects
+                    stayed.append(f"{link.name}: {exc}")
+            generation = new.generation if new is not None else None
+            previous = old.generation if old is not None else None
+            self.evidence.record("cert-change", node=self.config.node.id, outcome="loaded", new=generation,
+                                 old=previous)
+            self.metrics.reloads.labels("success").inc()
+            self.metrics.last_reload.set(time.time())
+            log.info("reload done", extra={"generation": generation, "links_moved": moved,
+                                           "links_not_moved": len(stayed)})
+            for text in stayed:
+                log.warning("link stays on its current connection until it reconnects", extra={"error": text})
+            self.notifier.ready(self._status_line())
+            return {"ok": True, "generation": generation, "links_moved": moved, "links_not_moved": stayed}
 
     async def _wait_started(self) -> None:
         waits = [asyncio.ensure_future(r.started.wait()) for r in self.routes.values()]
@@ -220,6 +303,9 @@ class Relay:
 
     async def _control_status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return self.status()
+
+    async def _control_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return await self.reload()
 
     def _status_line(self) -> str:
         states = [r.status().state for r in self.routes.values()]

@@ -11,9 +11,17 @@ Security: builds objects from validated config; reads no messages.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from gateway.config import Config, Options, RouteConfig
 from gateway.errors import ConfigError
 from gateway.stage import STAGE_KINDS, NodeContext, Stage, load_factory
+
+if TYPE_CHECKING:
+    from gateway.keyring import Keyring
+    from gateway.pki.material import NodeMaterial
 
 
 def stage_kinds(route: RouteConfig) -> list[str]:
@@ -39,6 +47,27 @@ def build_stages(config: Config, route: RouteConfig, node: NodeContext) -> list[
     return stages
 
 
-def node_context(config: Config) -> NodeContext:
-    return NodeContext(node_id=config.node.id, config_file=config.file, state_dir=config.node.state_dir,
+def needs_material(config: Config) -> bool:
+    """Does this node use its certificates (envelopes, or mTLS to a broker)?"""
+    return (any("seal" in r.stage_tables or "open" in r.stage_tables for r in config.routes.values())
+            or any(b.tls is not None for b in config.brokers.values()))
+
+
+def load_material(config: Config, now: dt.datetime | None = None) -> NodeMaterial | None:
+    """The node's keys and certificates from ``node.certs_dir``, fully validated (CRLs, purposes,
+    key files 0600), or None when no route or broker needs them. Raises CertificateError (78) or
+    KeyFileModeError (77) naming the file and the reason."""
+    if not needs_material(config):
+        return None
+    from gateway.pki.material import load_node_material
+
+    return load_node_material(config.node.certs_dir, config.node.id, now or dt.datetime.now(dt.UTC))
+
+
+def node_context(config: Config, keyring: Callable[[], Keyring] | None = None) -> NodeContext:
+    """What stages may know about the node; ``keyring`` returns the current keys (swapped on reload)."""
+    node = NodeContext(node_id=config.node.id, config_file=config.file, state_dir=config.node.state_dir,
                        certs_dir=config.node.certs_dir)
+    if keyring is not None:
+        node.services["keyring"] = keyring
+    return node

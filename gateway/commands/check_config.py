@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from gateway import config as config_mod
-from gateway.route import build_stages, node_context, stage_kinds
+from gateway.route import build_stages, load_material, node_context, stage_kinds
 from gateway.topology import format_delay
 
 
@@ -43,7 +43,8 @@ def describe(cfg: config_mod.Config) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
-    node = node_context(cfg)
+    material = load_material(cfg)
+    node = node_context(cfg, None if material is None else (lambda: material.keyring))
     for route in cfg.routes.values():
         build_stages(cfg, route, node)
     info = describe(cfg)

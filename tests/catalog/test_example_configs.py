@@ -57,8 +57,9 @@ def test_adding_a_refused_route_to_the_cityhall_is_caught(tmp_path: Path, seed: 
     data["routes"]["attempt"] = {"seed": seed, "personal_number": pn, "payload_encoding": "cp932",
                                  "source": {"broker": "local", "queue": "shinsei.out"},
                                  "sink": {"broker": "local", "exchange": "gyomu.in"}}
-    route = config.parse(data, "cityhall.toml", tmp_path).routes["attempt"]
-    assert catalog.check_route(route) is not None
+    with pytest.raises(ConfigError) as err:
+        config.parse(data, "cityhall.toml", tmp_path)
+    assert err.value.key == "routes.attempt.seed" and err.value.reason
 
 
 def test_forbidden_routes_build_a_working_policy_stage(tmp_path: Path) -> None:
@@ -74,14 +75,39 @@ def test_forbidden_routes_build_a_working_policy_stage(tmp_path: Path) -> None:
         assert not isinstance(result[0], Refusal), route.name
 
 
+@pytest.fixture(scope="module")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates for both sites, made the way staff make them for a rehearsal (jgw pki init-dev)."""
+    import datetime as dt
+
+    from gateway.pki.devinit import init_dev
+
+    root = tmp_path_factory.mktemp("pki") / "pki"
+    init_dev(root, ["cityhall", "datacenter"], dt.datetime.now(dt.UTC))
+    return root
+
+
 @pytest.mark.parametrize("name", SITES)
-def test_jgw_check_config_accepts_the_examples(name: str) -> None:
-    """The real CLI, as an operator runs it, exits 0 and lists each route with its seed reference."""
-    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(EXAMPLES / name)],
+def test_jgw_check_config_accepts_the_examples(name: str, dev_pki: Path, tmp_path: Path) -> None:
+    """The real CLI, as an operator runs it on a site whose certificates are installed, exits 0 and
+    lists each route with its seed reference (the sealed route's keys are checked too)."""
+    site = name.removesuffix(".toml")
+    text = (EXAMPLES / name).read_text(encoding="utf-8").replace('certs_dir = "/etc/jgw/certs"',
+                                                                  f'certs_dir = "{dev_pki / site}"')
+    copy = tmp_path / name
+    copy.write_text(text, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(copy)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for route in config.load(EXAMPLES / name).routes.values():
+    for route in config.load(copy).routes.values():
         assert f"{route.name} [{route.seed}]" in proc.stdout
+
+
+def test_check_config_refuses_a_sealed_route_without_certificates(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(EXAMPLES / "cityhall.toml")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode in (77, 78), proc.stderr
+    assert "/etc/jgw/certs" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_key_in_an_example_style_route_is_a_config_error(tmp_path: Path) -> None:
@@ -109,12 +135,15 @@ def test_jgw_routes_lists_routes_with_seed_references(capsys: pytest.CaptureFixt
     assert "honnin-update" in out and "jimu:1-⑥" in out and "本人確認情報の更新" in out
 
 
-def test_jgw_routes_exits_1_on_a_refused_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_jgw_routes_exits_78_on_a_refused_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
     bad = tmp_path / "bad.toml"
     bad.write_text((EXAMPLES / "datacenter.toml").read_text(encoding="utf-8").replace(
         'seed = "ido-ocr:⑤"', 'seed = "shinsei:③"'), encoding="utf-8")
-    assert run_routes(["routes", str(bad)]) == 1
-    assert "REFUSED" in capsys.readouterr().out
+    assert main(["routes", str(bad)]) == 78
+    err = capsys.readouterr().err
+    assert "routes.ido-file-store.seed" in err and "no data linkage" in err
 
 
 def test_jgw_routes_catalog_lists_all_flows(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import shutil
 from pathlib import Path
@@ -108,14 +110,26 @@ def test_uncertain_values_are_the_safe_one(cat: Catalog) -> None:
 # --- check_route on routes parsed by gateway.config -----------------------------------------------
 
 def route(tmp_path: Path, seed: str | None, personal_number: str = "forbidden") -> RouteConfig:
+    """A route as gateway.config builds it, then given the seed reference to judge (config.parse
+    itself refuses a bad one: see test_config_refuses_the_route)."""
     table: dict[str, Any] = {"source": {"broker": "local", "queue": "in"},
                              "sink": {"broker": "local", "exchange": "out"},
                              "personal_number": personal_number, "payload_encoding": "cp932"}
-    if seed is not None:
-        table["seed"] = seed
     data = {"node": {"id": "cityhall"}, "brokers": {"local": {"urls": ["amqp://127.0.0.1/"]}},
             "routes": {"r": table}}
-    return config.parse(data, "t.toml", tmp_path).routes["r"]
+    return dataclasses.replace(config.parse(data, "t.toml", tmp_path).routes["r"], seed=seed)
+
+
+@pytest.mark.parametrize("seed", ["shinsei:③", "jimu:11-①", "1-⑥"])
+def test_config_refuses_the_route(tmp_path: Path, seed: str) -> None:
+    """jgw check-config / jgw run refuse such a route, naming its seed key."""
+    data = {"node": {"id": "cityhall"}, "brokers": {"local": {"urls": ["amqp://127.0.0.1/"]}},
+            "routes": {"r": {"source": {"broker": "local", "queue": "in"}, "sink": {"broker": "local",
+                             "exchange": "out"}, "personal_number": "forbidden", "payload_encoding": "cp932",
+                             "seed": seed}}}
+    with pytest.raises(ConfigError) as err:
+        config.parse(data, "t.toml", tmp_path)
+    assert err.value.key == "routes.r.seed"
 
 
 @pytest.mark.parametrize("seed,pn,fragment", [
