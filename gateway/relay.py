@@ -167,12 +167,15 @@ class Relay:
         material = material or self.material
         if material is None or broker.tls is None:
             raise UnavailableError(f"broker {broker.name}: TLS configured but no certificates loaded")
-        tls = broker.tls
-        return material.ssl_context(cafiles=[tls.ca] if tls.ca else None, crlfiles=[tls.crl] if tls.crl else None)
+        return material.ssl_context_for(broker.tls)
 
     def _export_expiries(self) -> None:
         if self.material is None:
             return
+        for problem in self.material.peer_problems:
+            log.warning("peer left out: its certificates were refused", extra={"error": str(problem)})
+        self.metrics.cert_expiry.clear()
+        self.metrics.crl_next_update.clear()
         for e in self.material.expiries:
             self.metrics.cert_expiry.labels(e.purpose, e.subject).set(e.not_after.timestamp())
         for crl in self.material.crls:
