@@ -34,5 +34,8 @@ lint: venv
 bench: venv broker
 	$(BIN)/python ops/bench/relay.py
 
+bundle: venv
+	ops/bundle/build.sh --out dist --python $(BIN)/python
+
 clean:
 	rm -rf $(VENV) var demo-out .pytest_cache .mypy_cache .ruff_cache
