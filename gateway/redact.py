@@ -39,7 +39,7 @@ _DIGIT = re.compile(r"\d")
 
 # LogRecord attributes that are not "extra" fields (kept as they are: jgw code sets them).
 _STANDARD = frozenset(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None))) | {
-    "message", "asctime", "jgw_redacted"}
+    "message", "asctime", "_jgw_redacted"}
 
 
 def _digit_value(ch: str) -> int:
@@ -111,7 +111,7 @@ class RedactingFilter(logging.Filter):
     """Mask 個人番号-shaped values in every part of a record that reaches a log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "jgw_redacted", False):
+        if getattr(record, "_jgw_redacted", False):
             return True
         try:
             message = record.getMessage()
@@ -128,7 +128,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact_text(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
-        record.jgw_redacted = True
+        record._jgw_redacted = True
         return True
 
 
