@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway import config as config_mod
@@ -113,10 +114,27 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options may stand between the config file and the files, as the runbook writes them
+    (``install CONFIG --peer ID FILE...``): argparse's own matching would take CONFIG as the only
+    FILE and refuse the rest as unrecognized (exit 2)."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("certs", help="install, check, rotate and roll back this node's certificates",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = p.add_subparsers(dest="certs_command", metavar="VERB")
+    verbs = p.add_subparsers(dest="certs_command", metavar="VERB", parser_class=_IntermixedParser)
 
     ins = verbs.add_parser("install", help="check issued certificates (or a peer's, a CRL, an anchor) and "
                                            "install them; node certificates go to staging",
