@@ -535,9 +535,12 @@ class RouteRunner:
         sent = item.sent_at
         if sent is not None:
             self._m_e2e.observe(max(0.0, time.time() - sent))
+        # the correlation id (処理通番) of what was delivered: an opened envelope's is inside it
+        out = item.out_props
+        corr = (out.correlation_id if out is not None else None) or item.props.correlation_id
         self.evidence.record("deliver", msg=mid, route=self.name, seed=self._seed, peer=self._peer,
                              size=len(item.out_body), digest=payload_digest(item.out_body),
-                             corr=item.props.correlation_id, outcome="confirmed")
+                             corr=corr, outcome="confirmed")
         self._settle(item)
 
     def _sink_failed(self, item: Item, reason: str) -> None:
