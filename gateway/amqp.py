@@ -32,6 +32,7 @@ from gateway.config import BrokerConfig, redact_url
 from gateway.confirms import Confirm, ConfirmTracker
 from gateway.errors import JgwError, UnavailableError
 from gateway.metrics import Metrics
+from gateway.pki.tls import describe_failure
 from gateway.topology import Topology
 
 log = logging.getLogger("jgw.amqp")
@@ -388,7 +389,13 @@ class Link:
                 self.metrics.tls_failures.labels(self.broker.name).inc()
             record.closed.set()
             if not opened.done():
-                opened.set_exception(UnavailableError(f"{self.name}: {redact_url(url)}: {_describe(err)}"))
+                # on a TLS broker, the runbook's one-line reasons ("the broker refused our client
+                # certificate: it does not trust its CA") rather than pika's exception text
+                if isinstance(err, BaseException) and self.broker.tls is not None:
+                    text = describe_failure(err)
+                else:
+                    text = _describe(err)
+                opened.set_exception(UnavailableError(f"{self.name}: {redact_url(url)}: {text}"))
 
         def on_close(_conn: AsyncioConnection, reason: BaseException) -> None:
             record.reason = _describe(reason)
