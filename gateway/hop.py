@@ -149,8 +149,9 @@ class RouteRunner:
         self.sink_link = sink_link
         self.evidence: Evidence = evidence or NoEvidence()
         self.committer = committer
+        self._evidence_on = not isinstance(self.evidence, NoEvidence)
         # acks wait for a commit only when there is something to make durable first
-        self._commit_first = cfg.dedup or not isinstance(self.evidence, NoEvidence)
+        self._commit_first = cfg.dedup or self._evidence_on
         self._flush_waiting = False
         self._flush_again = False
         self._seed = cfg.seed or ""
@@ -539,11 +540,12 @@ class RouteRunner:
         if sent is not None:
             self._m_e2e.observe(max(0.0, time.time() - sent))
         # the correlation id (処理通番) of what was delivered: an opened envelope's is inside it
-        out = item.out_props
-        corr = (out.correlation_id if out is not None else None) or item.props.correlation_id
-        self.evidence.record("deliver", msg=mid, route=self.name, seed=self._seed, peer=self._peer,
-                             size=len(item.out_body), digest=payload_digest(item.out_body),
-                             corr=corr, outcome="confirmed")
+        if self._evidence_on:
+            out = item.out_props
+            corr = (out.correlation_id if out is not None else None) or item.props.correlation_id
+            self.evidence.record("deliver", msg=mid, route=self.name, seed=self._seed, peer=self._peer,
+                                 size=len(item.out_body), digest=payload_digest(item.out_body),
+                                 corr=corr, outcome="confirmed")
         self._settle(item)
 
     def _sink_failed(self, item: Item, reason: str) -> None:

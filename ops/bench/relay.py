@@ -2,20 +2,37 @@
 
 Starts a private RabbitMQ node with the shovel plugin and two vhosts (site-a, site-b). For each
 contender it fills a quorum source queue in site-a with N persistent 1 KiB messages, starts the
-relay, and times the drain into a quorum queue in site-b: from the first message seen at the
-destination to the last (both contenders measured the same way). Prints messages/s for each and,
-last, the ratio jgw/shovel. Also samples jgw's resident memory while it drains.
+relay, and times the drain into a quorum queue in site-b, from the first message seen at the
+destination to the last (every contender is measured the same way). Contenders, run in turn, for
+several rounds (the machine is shared and noisy; medians of alternating rounds are what count):
 
-    python ops/bench/relay.py [-n 50000] [--variant plain|dedup|...]
+  shovel       RabbitMQ Shovel, ack-mode on-confirm, prefetch 1000
+  pika-min     the floor of a Python relay: 40 lines of pika (AsyncioConnection, prefetch 1000, publisher
+               confirms, source acked with multiple=True after each confirm); no status, no
+               retries, no dedup, no set-aside: what pika alone costs
+  jgw-plain    jgw, one route, no dedup store, no audit trail (the bare hop contract)
+  jgw-full     jgw as shipped: persistent dedup store and hash-chained audit trail, fsynced
+               before each acknowledgement
+  jgw-sealed   two jgw processes: site-a seals (ECDSA P-256 + HPKE P-256/AES-256-GCM, batch
+               signatures, epoch keys) into site-b's inbound queue, site-b opens into the
+               destination: end-to-end rate of the sealed path
 
-Not a test: these machines are shared and noisy, so only ratios within one run mean anything.
+The last line is the median ratio jgw-plain/shovel. ``--backlog N`` instead fills N messages and
+samples jgw's resident memory once a second while it drains them (flat memory under a backlog).
+
+    python ops/bench/relay.py [-n 30000] [--rounds 3] [--only shovel,jgw-plain]
+    python ops/bench/relay.py --backlog 1000000
+
+Not a test: these machines are shared, so only ratios within one run mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pika
 
@@ -33,34 +51,43 @@ from gateway.testing.harness import render_config  # noqa: E402
 from gateway.testing.rabbitnode import PrivateNode  # noqa: E402
 
 BODY = b"x" * 1024
-
-
-def fill(url: str, queue: str, n: int) -> float:
-    """Publish n persistent messages with publisher confirms (pipelined in windows of 1000)."""
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    ch = conn.channel()
-    ch.queue_declare(queue, durable=True, arguments=source_args())
-    started = time.monotonic()
-    for _ in range(n):
-        ch.basic_publish("", queue, BODY, pika.BasicProperties(message_id=uuid.uuid4().hex, delivery_mode=2))
-    conn.process_data_events(0)
-    # make sure the broker has them all before the clock of the relay starts
-    while ch.queue_declare(queue, passive=True).method.message_count < n:
-        time.sleep(0.05)
-    conn.close()
-    return time.monotonic() - started
+CONTENDERS = ("shovel", "pika-min", "jgw-plain", "jgw-full", "jgw-sealed")
 
 
 def source_args() -> dict[str, object]:
-    # the same arguments jgw declares (gateway.topology.source_topology), so both contenders read the same queue
+    """The arguments jgw declares on a source queue (gateway.topology), so all read the same queue."""
     return {"x-queue-type": "quorum", "x-delivery-limit": 20, "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": "jgw.dead-letter", "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish"}
 
 
-def time_drain(url: str, queue: str, n: int, timeout: float = 600.0,
+def fill(url: str, queue: str, n: int) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True, arguments=source_args())
+    for i in range(n):
+        ch.basic_publish("", queue, BODY, pika.BasicProperties(message_id=uuid.uuid4().hex, delivery_mode=2))
+        if i % 20000 == 19999:
+            conn.process_data_events(0)
+    while ch.queue_declare(queue, passive=True).method.message_count < n:
+        time.sleep(0.05)
+    conn.close()
+
+
+def reset(url: str, *queues: str, declare: bool = True) -> None:
+    """Empty the destination queues (delete; re-declare plain quorum unless jgw declares them)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    for q in queues:
+        ch.queue_delete(q)
+        if declare:
+            ch.queue_declare(q, durable=True, arguments={"x-queue-type": "quorum"})
+    conn.close()
+
+
+def time_drain(url: str, queue: str, n: int, timeout: float = 1800.0,
                sample: Callable[[], None] | None = None) -> float:
-    """Seconds from the first message at ``queue`` until all n are there (the rate excludes start-up)."""
+    """Messages/s from the first message at ``queue`` until all n are there (excludes start-up)."""
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     deadline = time.monotonic() + timeout
@@ -81,28 +108,6 @@ def time_drain(url: str, queue: str, n: int, timeout: float = 600.0,
     raise TimeoutError(f"{queue}: not all {n} messages arrived within {timeout}s")
 
 
-def reset(node: PrivateNode, url_b: str, queue: str) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(url_b))
-    ch = conn.channel()
-    ch.queue_delete(queue)
-    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    conn.close()
-
-
-def run_shovel(node: PrivateNode, url_a: str, url_b: str, n: int) -> float:
-    reset(node, url_b, "bench.dst")
-    fill(url_a, "bench.shovel.src", n)
-    value = json.dumps({"src-protocol": "amqp091", "src-uri": url_a, "src-queue": "bench.shovel.src",
-                        "dest-protocol": "amqp091", "dest-uri": url_b, "dest-queue": "bench.dst",
-                        "ack-mode": "on-confirm", "src-prefetch-count": 1000,
-                        "src-delete-after": "never"})
-    node.ctl("set_parameter", "-p", "site-a", "shovel", "bench", value)
-    try:
-        return time_drain(url_b, "bench.dst", n)
-    finally:
-        node.ctl("clear_parameter", "-p", "site-a", "shovel", "bench")
-
-
 def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -113,52 +118,222 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def run_jgw(node: PrivateNode, url_a: str, url_b: str, n: int, workdir: Path, variant: str) -> tuple[float, int]:
-    reset(node, url_b, "bench.dst")
-    fill(url_a, "bench.jgw.src", n)
-    route: dict[str, object] = {"personal_number": "allowed", "source": {"broker": "a", "queue": "bench.jgw.src"},
-                                "sink": {"broker": "b", "exchange": "", "routing_key": "bench.dst"},
-                                "dedup": variant == "dedup"}
-    text = render_config({"id": "bench", "state_dir": str(workdir / f"state-{variant}")},
-                         {"a": {"urls": [url_a]}, "b": {"urls": [url_b]}}, {"relay": route})
-    cfg = workdir / f"bench-{variant}.toml"
-    cfg.write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(cfg), "--log-level", "warning"],
-                            cwd=ROOT)
-    peak = [0]
+class Bench:
+    def __init__(self, node: PrivateNode, work: Path, n: int) -> None:
+        self.node = node
+        self.work = work
+        self.n = n
+        self.url_a = f"amqp://guest:guest@127.0.0.1:{node.amqp_port}/site-a"
+        self.url_b = f"amqp://guest:guest@127.0.0.1:{node.amqp_port}/site-b"
+        self.round = 0
+        self._pki: Any = None
 
-    def sample() -> None:
-        peak[0] = max(peak[0], rss_kib(proc.pid))
+    def run(self, contender: str) -> tuple[float, int]:
+        self.round += 1
+        return getattr(self, contender.replace("-", "_"))()  # type: ignore[no-any-return]
 
-    try:
-        rate = time_drain(url_b, "bench.dst", n, sample=sample)
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    return rate, peak[0]
+    def shovel(self) -> tuple[float, int]:
+        reset(self.url_b, "bench.dst")
+        fill(self.url_a, "bench.shovel.src", self.n)
+        value = json.dumps({"src-protocol": "amqp091", "src-uri": self.url_a, "src-queue": "bench.shovel.src",
+                            "dest-protocol": "amqp091", "dest-uri": self.url_b, "dest-queue": "bench.dst",
+                            "ack-mode": "on-confirm", "src-prefetch-count": 1000, "src-delete-after": "never"})
+        self.node.ctl("set_parameter", "-p", "site-a", "shovel", "bench", value)
+        try:
+            return time_drain(self.url_b, "bench.dst", self.n), 0
+        finally:
+            self.node.ctl("clear_parameter", "-p", "site-a", "shovel", "bench")
+
+    def _jgw(self, configs: list[Path], dest_url: str, dest: str) -> tuple[float, int]:
+        procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(c), "--log-level", "warning"],
+                                  cwd=ROOT) for c in configs]
+        peak = [0]
+
+        def sample() -> None:
+            peak[0] = max(peak[0], sum(rss_kib(p.pid) for p in procs))
+
+        try:
+            return time_drain(dest_url, dest, self.n, sample=sample), peak[0]
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+
+    def _config(self, name: str, routes: dict[str, Any], *, audit: bool, node_id: str = "bench",
+                certs: Path | None = None) -> Path:
+        node: dict[str, Any] = {"id": node_id, "state_dir": str(self.work / f"state-{name}-{self.round}")}
+        if certs is not None:
+            node["certs_dir"] = str(certs)
+        text = render_config(node, {"a": {"urls": [self.url_a]}, "b": {"urls": [self.url_b]}}, routes)
+        if not audit:
+            text += "\n[audit]\nenabled = false\n"
+        path = self.work / f"{name}-{self.round}.toml"
+        path.write_text(text)
+        return path
+
+    def _route(self, src: tuple[str, str], dst: tuple[str, str], **extra: Any) -> dict[str, Any]:
+        return {"personal_number": "allowed", "source": {"broker": src[0], "queue": src[1]},
+                "sink": {"broker": dst[0], "exchange": "", "routing_key": dst[1]}, **extra}
+
+    def pika_min(self) -> tuple[float, int]:
+        reset(self.url_b, "bench.dst")
+        fill(self.url_a, "bench.jgw.src", self.n)
+        proc = subprocess.Popen([sys.executable, __file__, "--pika-min-relay", self.url_a, "bench.jgw.src",
+                                 self.url_b, "bench.dst"], cwd=ROOT)
+        peak = [0]
+        try:
+            return time_drain(self.url_b, "bench.dst", self.n,
+                              sample=lambda: peak.__setitem__(0, max(peak[0], rss_kib(proc.pid)))), peak[0]
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+    def jgw_plain(self) -> tuple[float, int]:
+        reset(self.url_b, "bench.dst")
+        fill(self.url_a, "bench.jgw.src", self.n)
+        cfg = self._config("plain", {"relay": self._route(("a", "bench.jgw.src"), ("b", "bench.dst"), dedup=False)},
+                           audit=False)
+        return self._jgw([cfg], self.url_b, "bench.dst")
+
+    def jgw_full(self) -> tuple[float, int]:
+        reset(self.url_b, "bench.dst")
+        fill(self.url_a, "bench.jgw.src", self.n)
+        cfg = self._config("full", {"relay": self._route(("a", "bench.jgw.src"), ("b", "bench.dst"))}, audit=True)
+        return self._jgw([cfg], self.url_b, "bench.dst")
+
+    def jgw_sealed(self) -> tuple[float, int]:
+        if self._pki is None:
+            from gateway.pki.devinit import init_dev
+            self._pki = init_dev(self.work / "pki", ["bench-a", "bench-b"], dt.datetime.now(dt.UTC))
+        reset(self.url_b, "bench.dst")
+        reset(self.url_b, "bench.sealed", declare=False)  # the open route's source: jgw declares it
+        fill(self.url_a, "bench.jgw.src", self.n)
+        seal = self._route(("a", "bench.jgw.src"), ("b", "bench.sealed"), dedup=False,
+                           seal={"recipients": ["bench-b"], "route_name": "bench"})
+        open_ = self._route(("b", "bench.sealed"), ("b", "bench.dst"), dedup=False,
+                            open={"senders": ["bench-a"], "routes": ["bench"]})
+        a = self._config("seal", {"seal": seal}, audit=False, node_id="bench-a", certs=self._pki.nodes["bench-a"])
+        b = self._config("open", {"open": open_}, audit=False, node_id="bench-b", certs=self._pki.nodes["bench-b"])
+        return self._jgw([a, b], self.url_b, "bench.dst")
+
+    def backlog(self) -> None:
+        reset(self.url_b, "bench.dst")
+        started = time.monotonic()
+        fill(self.url_a, "bench.jgw.src", self.n)
+        print(f"filled {self.n} messages in {time.monotonic() - started:.0f}s", flush=True)
+        cfg = self._config("backlog", {"relay": self._route(("a", "bench.jgw.src"), ("b", "bench.dst"))},
+                           audit=True)
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(cfg), "--log-level", "warning"],
+                                cwd=ROOT)
+        samples: list[tuple[float, int]] = []
+        last = [0.0]
+
+        def sample() -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                samples.append((now, rss_kib(proc.pid)))
+
+        try:
+            rate = time_drain(self.url_b, "bench.dst", self.n, timeout=7200, sample=sample)
+        finally:
+            proc.terminate()
+            proc.wait(120)
+        rss = [kib for _, kib in samples if kib]
+        tenth = max(1, len(rss) // 10)
+        print(f"jgw-full drained {self.n} at {rate:.0f} msg/s; RSS MiB: first {rss[0] / 1024:.0f}, "
+              f"max {max(rss) / 1024:.0f}, median of first 10% {statistics.median(rss[:tenth]) / 1024:.0f}, "
+              f"median of last 10% {statistics.median(rss[-tenth:]) / 1024:.0f} ({len(rss)} samples)")
+
+
+def pika_min_relay(url_a: str, src: str, url_b: str, dst: str) -> None:
+    """The reference: a minimal ack-after-confirm relay with pika's asyncio adapter."""
+    import asyncio
+
+    from pika.adapters.asyncio_connection import AsyncioConnection
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        from collections import deque
+
+        state: dict[str, Any] = {"seq": 0, "tags": deque()}
+
+        def on_pub_channel(ch: Any) -> None:
+            state["pub"] = ch
+            ch.confirm_delivery(on_confirm)
+            state["cons_conn"] = AsyncioConnection(pika.URLParameters(url_a), on_open_callback=lambda c: c.channel(
+                on_open_callback=on_cons_channel), custom_ioloop=loop)
+
+        def on_cons_channel(ch: Any) -> None:
+            state["cons"] = ch
+            ch.basic_qos(prefetch_count=1000, callback=lambda _f: ch.basic_consume(src, on_message))
+            ready.set_result(None)
+
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            state["pub"].basic_publish("", dst, body, props, mandatory=True)
+            state["seq"] += 1
+            state["tags"].append((state["seq"], method.delivery_tag))
+
+        def on_confirm(frame: Any) -> None:  # in-order confirms: pop the settled prefix
+            seq, tags, last = frame.method.delivery_tag, state["tags"], None
+            while tags and tags[0][0] <= seq:
+                last = tags.popleft()[1]
+            if last is not None:
+                state["cons"].basic_ack(last, multiple=True)
+
+        AsyncioConnection(pika.URLParameters(url_b), on_open_callback=lambda c: c.channel(
+            on_open_callback=on_pub_channel), custom_ioloop=loop)
+        await ready
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
 
 
 def main() -> int:
+    if len(sys.argv) == 6 and sys.argv[1] == "--pika-min-relay":
+        pika_min_relay(*sys.argv[2:])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=50000, help="messages per contender (default 50000)")
-    ap.add_argument("--variant", choices=("plain", "dedup"), default="plain",
-                    help="jgw route variant: plain relay, or with its persistent dedup store")
+    ap.add_argument("-n", type=int, default=30000, help="messages per contender and round (default 30000)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
+    ap.add_argument("--backlog", type=int, metavar="N", help="memory under a backlog of N messages instead")
     args = ap.parse_args()
+    contenders = [c for c in args.only.split(",") if c]
+    for c in contenders:
+        if c not in CONTENDERS:
+            ap.error(f"unknown contender {c!r} (known: {', '.join(CONTENDERS)})")
     with tempfile.TemporaryDirectory(prefix="jgw-bench-") as tmp:
         work = Path(tmp)
         node = PrivateNode(base=work, plugins=("rabbitmq_shovel",)).start()
         try:
             for vhost in ("site-a", "site-b"):
                 node.add_vhost(vhost)
-            url_a = f"amqp://guest:guest@127.0.0.1:{node.amqp_port}/site-a"
-            url_b = f"amqp://guest:guest@127.0.0.1:{node.amqp_port}/site-b"
-            print(f"machine: {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}; n={args.n} x 1 KiB persistent,"
-                  f" quorum queues, one private RabbitMQ node", flush=True)
-            shovel = run_shovel(node, url_a, url_b, args.n)
-            print(f"shovel (ack-mode on-confirm): {shovel:9.0f} msg/s", flush=True)
-            jgw, peak = run_jgw(node, url_a, url_b, args.n, work, args.variant)
-            print(f"jgw ({args.variant}):{'':>17} {jgw:9.0f} msg/s   peak RSS {peak / 1024:.0f} MiB", flush=True)
-            print(f"ratio jgw/shovel: {jgw / shovel:.2f}")
+            bench = Bench(node, work, args.backlog or args.n)
+            print(f"machine: {os.cpu_count()} cpus, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}; "
+                  f"1 KiB persistent messages, quorum queues, one private RabbitMQ node", flush=True)
+            if args.backlog:
+                bench.backlog()
+                return 0
+            results: dict[str, list[float]] = {c: [] for c in contenders}
+            for r in range(1, args.rounds + 1):
+                for c in contenders:
+                    rate, peak = bench.run(c)
+                    results[c].append(rate)
+                    mem = f"   peak RSS {peak / 1024:.0f} MiB" if peak else ""
+                    print(f"round {r} {c:<11} {rate:9.0f} msg/s{mem}", flush=True)
+            base = statistics.median(results["shovel"]) if "shovel" in results else None
+            for c in contenders:
+                med = statistics.median(results[c])
+                ratio = f"  = {med / base:.2f} x shovel" if base else ""
+                print(f"median  {c:<11} {med:9.0f} msg/s{ratio}")
+            if base and "jgw-plain" in results:
+                for extra in ("jgw-full", "jgw-sealed"):
+                    if extra in results:
+                        print(f"{extra}/jgw-plain: {statistics.median(results[extra]) / statistics.median(results['jgw-plain']):.2f}")
+                print(f"ratio jgw/shovel: {statistics.median(results['jgw-plain']) / base:.2f}")
         finally:
             node.destroy()
     return 0
