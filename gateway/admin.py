@@ -11,6 +11,7 @@ and jgw headers; payloads and the source system's header values only when asked 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -150,8 +151,8 @@ def _failed_at(headers: dict[str, Any], props: pika.BasicProperties) -> float | 
     deaths = headers.get("x-death") or []
     if deaths and isinstance(deaths[0], dict):
         t = deaths[0].get("time")
-        if hasattr(t, "timestamp"):
-            return float(t.timestamp())
+        if isinstance(t, dt.datetime):
+            return t.timestamp()
         if isinstance(t, int | float):
             return float(t)
     return None

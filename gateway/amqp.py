@@ -15,6 +15,7 @@ Security: talks to the configured brokers only; URLs are redacted in logs and st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -64,7 +65,7 @@ _transport_base._produce = _coalescing_produce
 T = TypeVar("T")
 
 
-class ChannelClosed(Exception):  # noqa: N818 - it is an event more than an error
+class ChannelClosed(Exception):
     """A channel (or its connection) closed; reply code and text from the broker when it said so."""
 
     def __init__(self, reply_code: int, reply_text: str) -> None:
@@ -136,13 +137,11 @@ class AsyncChannel:
 
     def close(self) -> None:
         if self.channel.is_open:
-            try:
+            with contextlib.suppress(AMQPError):
                 self.channel.close()
-            except AMQPError:
-                pass
 
 
-class ConfirmListener(Protocol[T]):  # type: ignore[misc]
+class ConfirmListener(Protocol[T]):
     def on_confirm(self, token: T, result: Confirm) -> None: ...
     def on_publish_channel_lost(self, tokens: list[T], reason: ChannelClosed) -> None: ...
 
@@ -163,7 +162,7 @@ class ConfirmChannel(Generic[T]):
         ch = achannel.channel
         ch.add_on_return_callback(self._on_return)
         fut: asyncio.Future[Any] = achannel.loop.create_future()
-        ch.confirm_delivery(self._on_ack_nack, callback=lambda f: fut.done() or fut.set_result(f))
+        ch.confirm_delivery(self._on_ack_nack, callback=lambda f: resolve(fut, f))
         await asyncio.wait([fut, achannel.closed], return_when=asyncio.FIRST_COMPLETED)
         if not fut.done():
             raise achannel.closed.result()
@@ -274,16 +273,12 @@ class Link:
         current = self._current
         if current is not None and not (current.conn.is_closed or current.conn.is_closing):
             current.conn.close()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(current.closed.wait(), 5)
-            except TimeoutError:
-                pass
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def open_channel(self) -> AsyncChannel:
         current = self._current
@@ -291,7 +286,7 @@ class Link:
             raise ChannelClosed(0, f"link {self.name} is down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Channel] = loop.create_future()
-        current.conn.channel(on_open_callback=lambda ch: fut.done() or fut.set_result(ch))
+        current.conn.channel(on_open_callback=lambda ch: resolve(fut, ch))
         closed = asyncio.ensure_future(current.closed.wait())
         try:
             await asyncio.wait([fut, closed], return_when=asyncio.FIRST_COMPLETED)
@@ -378,7 +373,7 @@ class Link:
             raise UnavailableError(f"{self.name}: TLS material: {exc}") from exc
         except (ValueError, OSError, ssl.SSLError) as exc:
             raise UnavailableError(f"{self.name}: cannot use {redact_url(url)}: {exc}") from exc
-        record = _Connection(conn=None, url=url, closed=asyncio.Event())  # type: ignore[arg-type]
+        record = _Connection(conn=None, url=url, closed=asyncio.Event())
 
         def on_open(conn: AsyncioConnection) -> None:
             if not opened.done():
@@ -409,10 +404,8 @@ class Link:
         try:
             await asyncio.wait_for(opened, self.broker.connect_timeout + 10)
         except TimeoutError as exc:
-            try:
+            with contextlib.suppress(AMQPError):
                 conn.close()
-            except AMQPError:
-                pass
             raise UnavailableError(f"{self.name}: {redact_url(url)}: connect timed out") from exc
         conn.add_on_connection_blocked_callback(lambda _c, frame: self._set_blocked(record, True, frame))
         conn.add_on_connection_unblocked_callback(lambda _c, frame: self._set_blocked(record, False, frame))
@@ -465,6 +458,12 @@ def _describe(err: BaseException | str | None) -> str:
     if isinstance(err, ChannelClosedByBroker | ConnectionClosedByBroker):
         text = f"{err.reply_code} {err.reply_text}"
     return f"{type(err).__name__}: {text}" if type(err).__name__ not in text else text
+
+
+def resolve(fut: asyncio.Future[T], value: T) -> None:
+    """Set a future's result unless it is already done (pika may call back after a timeout)."""
+    if not fut.done():
+        fut.set_result(value)
 
 
 def spawn(coro: Coroutine[Any, Any, Any], name: str, tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:

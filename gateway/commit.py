@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from gateway.amqp import resolve
 from gateway.dedup import DedupStore
 
 log = logging.getLogger("jgw.commit")
@@ -65,7 +66,7 @@ class Committer:
     async def flush(self) -> None:
         """Commit now and wait (shutdown)."""
         fut: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self.request(lambda exc: fut.done() or fut.set_result(exc))
+        self.request(lambda exc: resolve(fut, exc))
         await fut
 
     def _start(self) -> None:

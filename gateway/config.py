@@ -407,7 +407,8 @@ def _parse_node(opt: Options) -> NodeConfig:
     metrics_tls = None
     if opt.has("metrics_tls"):
         t = opt.table("metrics_tls")
-        metrics_tls = MetricsTls(cert=t.path_value("cert"), key=t.path_value("key"), client_ca=t.path_value("client_ca"))
+        metrics_tls = MetricsTls(cert=t.path_value("cert"), key=t.path_value("key"),
+                                 client_ca=t.path_value("client_ca"))
         t.done()
     opt.done()
     return NodeConfig(id=node_id, state_dir=Path(state_dir), certs_dir=Path(certs_dir),
@@ -546,8 +547,9 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
         # an ordered route retries in place, holding the delivery unacknowledged; RabbitMQ closes a
         # channel whose delivery stays unacknowledged for consumer_timeout (30 minutes by default)
         if sum(retry) > ORDERED_RETRY_BUDGET:
-            raise retry_opt.error(retry_key, f"an ordered route retries in place: its retry delays add up to {sum(retry):g}s, "
-                             f"more than {ORDERED_RETRY_BUDGET:g}s (RabbitMQ's consumer_timeout is 30 minutes)")
+            raise retry_opt.error(retry_key, "an ordered route retries in place: its retry delays add up to "
+                                             f"{sum(retry):g}s, more than {ORDERED_RETRY_BUDGET:g}s "
+                                             "(RabbitMQ's consumer_timeout is 30 minutes)")
     stage_tables: dict[str, Mapping[str, Any]] = {}
     for kind in ("open", "policy", "seal"):
         if opt.has(kind):

@@ -70,9 +70,9 @@ class ConfirmTracker(Generic[T]):
                 entry = self._pending.pop(first)
                 out.append((entry.token, _result(entry, ack)))
         else:
-            entry = self._pending.pop(seq, None)  # type: ignore[assignment]
-            if entry is not None:
-                out.append((entry.token, _result(entry, ack)))
+            single = self._pending.pop(seq, None)
+            if single is not None:
+                out.append((single.token, _result(single, ack)))
         return out
 
     def drain(self) -> list[T]:

@@ -44,7 +44,7 @@ class DedupStore:
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT message_id FROM delivered WHERE route = ? AND message_id IN ({marks})",  # noqa: S608
+                f"SELECT message_id FROM delivered WHERE route = ? AND message_id IN ({marks})",
                 (route, *chunk))
             found.update(r[0] for r in rows)
         if self._pending or self._committing:

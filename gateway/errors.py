@@ -69,7 +69,7 @@ class TempFailError(JgwError):
     exit_code = os.EX_TEMPFAIL
 
 
-class PermissionError_(JgwError):  # noqa: N801 - keeps the builtin PermissionError unshadowed
+class PermissionError_(JgwError):
     exit_code = os.EX_NOPERM
 
 

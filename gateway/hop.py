@@ -28,6 +28,7 @@ looking at them. Logs and metrics carry route names, ids, sizes and reason codes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -206,10 +207,8 @@ class RouteRunner:
         self._stopping = True
         ch, tag = self._consume_ch, self._consumer_tag
         if ch is not None and tag is not None and ch.is_open:
-            try:
+            with contextlib.suppress(ChannelClosed, TimeoutError):
                 await asyncio.wait_for(ch.rpc(ch.channel.basic_cancel, tag), 5)
-            except (ChannelClosed, TimeoutError):
-                pass
         loop = asyncio.get_running_loop()
         while (self._items or self._ledger.ackable or self._flush_waiting) and loop.time() < deadline \
                 and self._consume_ch is not None:
@@ -222,10 +221,8 @@ class RouteRunner:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # failures were logged by spawn()
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - already logged by spawn()
-                pass
         for ch in (self._sink_ch, self._side_ch):
             if ch is not None:
                 ch.close()
@@ -259,7 +256,7 @@ class RouteRunner:
                     await asyncio.shield(ch.closed)
                     continue
                 frame = await ch.rpc(ch.channel.basic_consume, self.cfg.source.queue,
-                                     lambda _c, m, p, b: self._on_message(gen, m, p, b))
+                                     lambda _c, m, p, b, gen=gen: self._on_message(gen, m, p, b))
                 self._consumer_tag = frame.method.consumer_tag
             except ChannelClosed as exc:
                 self._error("source", f"queue {self.cfg.source.queue!r}: {exc}")

@@ -231,7 +231,7 @@ class Relay:
         waits = [asyncio.ensure_future(r.started.wait()) for r in self.routes.values()]
         waits += [asyncio.ensure_future(link.first_attempt_done.wait()) for link in self.links.values()]
         if waits:
-            done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT)
+            _done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT)
             for fut in pending:
                 fut.cancel()
 

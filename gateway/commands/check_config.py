@@ -37,7 +37,8 @@ def describe(cfg: config_mod.Config) -> dict[str, Any]:
                 "dedup_window": format_delay(r.dedup_window), "ack_interval": format_delay(r.ack_interval)},
             "origin": dict(r.origin)})
     return {"file": str(cfg.file), "node": cfg.node.id, "state_dir": str(cfg.node.state_dir),
-            "metrics_listen": None if cfg.node.metrics_listen is None else "%s:%d" % cfg.node.metrics_listen,
+            "metrics_listen": None if cfg.node.metrics_listen is None else
+            "{}:{}".format(*cfg.node.metrics_listen),
             "brokers": {b.name: b.describe() for b in cfg.brokers.values()}, "routes": routes}
 
 

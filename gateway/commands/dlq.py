@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway import admin
 from gateway import config as config_mod
-from gateway.errors import NoInputError, UsageError
+from gateway.errors import NoInputError, UnavailableError, UsageError
 from gateway.topology import DEAD_LETTER_QUEUE, QUARANTINE_QUEUE
 
 log = logging.getLogger("jgw.dlq")
@@ -126,7 +126,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     continue
                 try:
                     admin.publish_confirmed(pub, "", route.source.queue, entry.body, admin.replay_properties(entry))
-                except (NoInputError, admin.UnavailableError) as exc:
+                except (NoInputError, UnavailableError) as exc:
                     print(f"{entry.message_id}: not replayed: {exc}", file=sys.stderr)
                     failed += 1
                     continue

@@ -103,7 +103,8 @@ class JgwProcess:
             try:
                 last = self.status()
                 if all(r["state"] == "running" for r in last["routes"]):
-                    return last
+                    answer: dict[str, Any] = last
+                    return answer
             except UnavailableError:
                 pass
             time.sleep(0.1)

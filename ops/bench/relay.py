@@ -332,7 +332,8 @@ def main() -> int:
             if base and "jgw-plain" in results:
                 for extra in ("jgw-full", "jgw-sealed"):
                     if extra in results:
-                        print(f"{extra}/jgw-plain: {statistics.median(results[extra]) / statistics.median(results['jgw-plain']):.2f}")
+                        ratio = statistics.median(results[extra]) / statistics.median(results["jgw-plain"])
+                        print(f"{extra}/jgw-plain: {ratio:.2f}")
                 print(f"ratio jgw/shovel: {statistics.median(results['jgw-plain']) / base:.2f}")
         finally:
             node.destroy()

@@ -130,7 +130,7 @@ def declare_business_queues(city: Amqp, config: dict[str, Any]) -> dict[str, str
     return queues
 
 
-def main() -> int:  # noqa: PLR0915 - a script that tells a story, top to bottom
+def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
     rng = random.Random(20261125)

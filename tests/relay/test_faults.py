@@ -173,5 +173,5 @@ def test_publishing_stops_while_the_sink_broker_blocks_and_resumes_after(
 def _safe(check: object) -> bool:
     try:
         return bool(check())  # type: ignore[operator]
-    except Exception:  # noqa: BLE001 - endpoint not up yet
+    except Exception:
         return False
