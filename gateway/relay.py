@@ -187,7 +187,10 @@ class Relay:
     async def reload(self) -> dict[str, Any]:
         """SIGHUP: load and validate the certificates off to the side, make sure every TLS broker
         accepts the new identity, then swap: keyring first, then each TLS link moves to a new
-        connection. Anything wrong: keep running on the old material and say why."""
+        connection. Anything wrong: keep running on the old material and say why.
+
+        Brokers are probed only when the TLS client certificate changed: a new CRL or a peer's
+        certificate must take effect even while a broker is unreachable (LGWAN cut)."""
         async with self._reloading:
             self.notifier.reloading("reloading certificates")
             log.info("reload requested")
@@ -196,7 +199,7 @@ class Relay:
             tls_links = [link for link in self.links.values() if link.broker.tls is not None]
             try:
                 new = await loop.run_in_executor(None, load_material, self.config)
-                if new is not None:
+                if new is not None and not await loop.run_in_executor(None, _same_tls_identity, old, new):
                     for link in tls_links:
                         await link.probe(lambda link=link: self._ssl_context(link.broker, new))  # type: ignore[misc]
             except JgwError as exc:
@@ -323,6 +326,16 @@ class Relay:
                 self.notifier.status(line)
                 last = line
             await asyncio.sleep(5)
+
+
+def _same_tls_identity(old: NodeMaterial | None, new: NodeMaterial) -> bool:
+    """Whether both use the same TLS client certificate (which the brokers already accepted)."""
+    if old is None:
+        return False
+    try:
+        return old.tls.cert.read_bytes() == new.tls.cert.read_bytes()
+    except OSError:
+        return False
 
 
 def run(config: Config) -> int:
