@@ -195,8 +195,11 @@ def setup_logging(format: str, level: str, *, filters: Sequence[logging.Filter] 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS[level.lower()])
+    # pika logs each failed reconnect attempt as several ERROR lines; jgw's own link events say it
+    # once, with the broker and the reason. Library lines show only when debugging.
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, LEVELS[level.lower()]))
+        quiet = LEVELS[level.lower()] if level.lower() == "debug" else logging.CRITICAL
+        logging.getLogger(name).setLevel(quiet)
 
 
 def log_event(logger: logging.Logger, level: int | str, event: str, msg: str = "", /,

@@ -33,7 +33,7 @@ from gateway.envelope.codec import CONTENT_TYPE, DEFAULT_LIMITS
 from gateway.envelope.errors import EnvelopeError
 from gateway.envelope.opener import Opener, OpenPolicy
 from gateway.envelope.sealer import MAX_EPOCH_MESSAGES, Sealer, SealItem, order_key_hmac
-from gateway.errors import PermissionError_
+from gateway.errors import ConfigError, PermissionError_
 from gateway.keyring import SUITE_DEFAULT, SUITE_NAMES, Keyring, KeyringError
 from gateway.message import JGW_HEADER_PREFIX, Message
 from gateway.stage import NodeContext, Refusal, StageResult
@@ -244,6 +244,11 @@ def open_stage(options: Options, route: RouteConfig, node: NodeContext) -> OpenS
                                              "memory would be delivered again")
     clock_skew = options.duration("clock_skew", "5m")
     options.done()
+    if route.ordering_header is not None and route.ordering_header != H_ORDER:
+        # the business header travels sealed: in clear an inbound route only sees the HMAC
+        raise ConfigError(options.file, f"routes.{route.name}.ordering.header",
+                          f"an inbound (open) route can only order on {H_ORDER!r}, the HMAC of the sender's "
+                          f"order key that travels in clear; {route.ordering_header!r} is inside the envelope")
     provider = _keyring_provider(options, node)
     policy = OpenPolicy(senders=frozenset(senders), suites=frozenset(suites_raw), routes=frozenset(routes),
                         replay_window=replay_window, clock_skew=clock_skew)
