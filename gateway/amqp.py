@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed, AMQPConnectorPhaseErrorBase
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase as _transport_base
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker, ConnectionClosedByBroker
@@ -380,6 +381,15 @@ class Link:
                 opened.set_result(conn)
 
         def on_open_error(_conn: AsyncioConnection, err: BaseException | str) -> None:
+            # pika wraps what went wrong (an ssl.SSLError on a refused handshake) in text-less
+            # workflow and phase errors: look at the real error, to count it and to say it
+            while True:
+                if isinstance(err, AMQPConnectionWorkflowFailed) and err.exceptions:
+                    err = err.exceptions[-1]
+                elif isinstance(err, AMQPConnectorPhaseErrorBase):
+                    err = err.exception
+                else:
+                    break
             if isinstance(err, BaseException) and "SSL" in type(err).__name__ + str(err):
                 self.metrics.tls_failures.labels(self.broker.name).inc()
             record.closed.set()
