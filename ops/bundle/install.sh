@@ -99,7 +99,7 @@ fi
 cat >&2 <<NEXT
 install.sh: done. Next:
   1. write /etc/jgw/jgw.toml (examples: $prefix/share/config-examples/), then: $prefix/venv/bin/jgw check-config /etc/jgw/jgw.toml
-  2. put certificates and keys in /etc/jgw/certs (keys jgw:jgw 0600)
+  2. install certificates with $prefix/venv/bin/jgw certs install /etc/jgw/jgw.toml ... (as root: it writes as jgw)
   3. allow your brokers' addresses: systemctl edit jgw   ([Service] IPAddressAllow=...)
   4. systemctl enable --now jgw; systemctl status jgw
   Runbooks: $prefix/share/runbooks/first-start.en.md / first-start.ja.md

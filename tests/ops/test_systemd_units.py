@@ -141,27 +141,30 @@ def test_template_matches_the_main_unit() -> None:
     """jgw@.service differs from jgw.service only where the instance name belongs."""
     main = directives(UNITS / "jgw.service")
     template = directives(UNITS / "jgw@.service")
-    instance_keys = {"Description", "ExecStart", "StateDirectory", "RuntimeDirectory"}
+    instance_keys = {"Description", "ExecStart", "ExecReload", "StateDirectory", "RuntimeDirectory"}
     assert ([d for d in main if d[1] not in instance_keys]
             == [d for d in template if d[1] not in instance_keys])
     tdict = {k: v for _, k, v in template}
     assert tdict["ExecStart"] == f"{INSTALLED_JGW} run /etc/jgw/%i.toml"
+    assert tdict["ExecReload"] == f"{INSTALLED_JGW} reload /etc/jgw/%i.toml"
     assert tdict["StateDirectory"] == "jgw/%i" and tdict["RuntimeDirectory"] == "jgw/%i"
 
 
 def test_service_contract() -> None:
-    """What the daemon relies on: notify from the main PID, watchdog, SIGHUP reload, W^X, no cores."""
+    """What the daemon relies on: notify from the main PID, watchdog, a reload that waits for the
+    daemon's answer (`jgw reload`, exit 1 when refused), W^X, no cores."""
     d = {k: v for _, k, v in directives(UNITS / "jgw.service")}
     assert d["Type"] == "notify" and d["NotifyAccess"] == "main"
     assert d["ExecStart"] == f"{INSTALLED_JGW} run /etc/jgw/jgw.toml"
-    assert d["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert d["ExecReload"] == f"{INSTALLED_JGW} reload /etc/jgw/jgw.toml"
     assert d["WatchdogSec"] and d["Restart"] == "on-failure"
     assert d["MemoryDenyWriteExecute"] == "yes" and d["LimitCORE"] == "0"
     assert d["User"] == "jgw" and "DynamicUser" not in d
 
 
 def test_sysusers_and_tmpfiles_into_a_scratch_root(tmp_path: Path) -> None:
-    """sysusers creates the jgw account; tmpfiles then makes /etc/jgw{,/certs} root:jgw 0750."""
+    """sysusers creates the jgw account; tmpfiles then makes /etc/jgw root:jgw 0750 and /etc/jgw/certs
+    jgw:jgw 0700 (the owner `jgw certs` switches to, so the daemon can read the keys it writes)."""
     for tool in ("systemd-sysusers", "systemd-tmpfiles"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} not found: apt-get install systemd")
@@ -177,6 +180,7 @@ def test_sysusers_and_tmpfiles_into_a_scratch_root(tmp_path: Path) -> None:
     assert int(uid) > 0 and home == "/var/lib/jgw" and shell.endswith("nologin")
     subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", "jgw.conf"], check=True,
                    capture_output=True, timeout=60)
-    for d in ("etc/jgw", "etc/jgw/certs"):
+    expected = {"etc/jgw": (0o750, 0, int(gid)), "etc/jgw/certs": (0o700, int(uid), int(gid))}
+    for d, want in expected.items():
         st = (root / d).stat()
-        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o750, 0, int(gid)), d
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == want, d
