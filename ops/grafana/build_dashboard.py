@@ -188,7 +188,7 @@ def certificates(y: int) -> list[dict[str, Any]]:
               [target(f"sum by (result) (increase(jgw_reloads_total{{{SEL}}}[{RI}]))", "{{result}}")],
               0, y + 9, 8, 7),
         panel("stat", "Since last successful reload",
-              [target(f"time() - max(jgw_last_reload_success_timestamp_seconds{{{SEL}}})")],
+              [target(f"time() - max(jgw_last_reload_success_timestamp_seconds{{{SEL}}} > 0)")],
               8, y + 9, 8, 7, unit="s"),
         panel("timeseries", "TLS handshake failures / s",
               [target(f"sum by (broker) (rate(jgw_tls_handshake_failures_total{{{SEL}}}[{RI}]))",
