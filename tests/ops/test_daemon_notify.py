@@ -11,6 +11,7 @@ read from the brokers: every message id sent arrives, exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import signal
 import subprocess
 import sys
@@ -101,12 +102,14 @@ def test_ready_watchdog_reload_and_stop_as_systemd_sees_them(
         assert {n.datagram.pid for n in rec.snapshot()} == {daemon.pid}, "every datagram from the main pid"
 
         # traffic flows: a ping at least every WatchdogSec/2 (+ scheduling slack), never a gap of WatchdogSec
-        publisher = Publisher(main_broker, src, batch=5).start()
+        publisher = Publisher(main_broker, src, batch=2).start()
         t0 = time.monotonic()
-        time.sleep(4.0)
-        pings = rec.watchdog_times(since=t0)
-        assert len(pings) >= 3, pings
-        gaps = [b - a for a, b in zip([t0, *pings], pings, strict=False)]
+        time.sleep(3.0)
+        t1 = time.monotonic()
+        pings = rec.watchdog_times(since=t0, until=t1)
+        assert len(pings) >= 2, pings
+        marks = [t0, *pings, t1]
+        gaps = [b - a for a, b in itertools.pairwise(marks)]
         assert max(gaps) < WATCHDOG_SEC, f"gap of {max(gaps):.2f}s between pings: systemd would kill jgw"
 
         # the process frozen (SIGSTOP: nothing of it runs, not even the watchdog task) for 1.5 WatchdogSec
@@ -147,10 +150,10 @@ def test_ready_watchdog_reload_and_stop_as_systemd_sees_them(
         assert stopping.fields["STATUS"] == "draining in-flight messages"
         assert ended - term < 20, "the drain is bounded by node.shutdown_grace"
         assert "stopped with messages still unsettled" not in daemon.log()
-        delivered = [m.message_id for m in amqp.drain(dst, timeout=30, idle=1.0)]
-        left = [m.message_id for m in amqp.drain(src, timeout=30, idle=1.0)]
+        delivered = [m.message_id for m in amqp.drain(dst, timeout=30, idle=0.5)]
+        left = [m.message_id for m in amqp.drain(src, timeout=30, idle=0.5)]
         exactly_once(sent, delivered + left)  # across the reload and the stop: nothing lost, nothing twice
-        assert len(delivered) > 300 and rec.snapshot(hup) != []
+        assert len(delivered) > 100
         assert "jgw_redacted" not in daemon.log()
     finally:
         daemon.stop()
@@ -196,6 +199,7 @@ def test_watchdog_goes_silent_when_a_routes_worker_stalls_and_resumes_after(
             time.sleep(0.5)
         assert stall_logged is not None, "the watchdog never declared the stall"
         assert stall_logged - frozen_at >= STALL_SECONDS - 1, "declared stalled before STALL_SECONDS"
+        assert "late (blocked)" not in daemon.log(), "the loop itself was blocked: not the case under test"
         # until then a slow batch is given the benefit of the doubt: pings went on
         assert rec.watchdog_times(since=frozen_at, until=frozen_at + STALL_SECONDS - 2)
         # from then on: silence for twice WatchdogSec, the loop alive, messages held and unprocessed
