@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from tests.ops.daemon import (
 )
 from tests.ops.notify_socket import NotifySocket
 
+REPO = Path(__file__).resolve().parents[2]
 WATCHDOG_USEC = 2_000_000  # WatchdogSec=2s: jgw must ping every second while it makes progress
 WATCHDOG_SEC = WATCHDOG_USEC / 1e6
 
@@ -69,6 +71,15 @@ def recorders() -> Iterator[list[NotifyRecorder]]:
         r.close()
 
 
+def exec_reload(cfg: Path) -> list[str]:
+    """The ExecReload= line of systemd/jgw.service, for this venv's jgw and this config."""
+    unit = (REPO / "systemd" / "jgw.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("ExecReload="))
+    words = shlex.split(line.removeprefix("ExecReload="))
+    assert words[0] == "/opt/jgw/venv/bin/jgw" and words[-1] == "/etc/jgw/jgw.toml", words
+    return [str(Path(sys.executable).parent / "jgw"), *words[1:-1], str(cfg)]
+
+
 def exactly_once(sent: list[str], got: list[str]) -> None:
     counts = Counter(got)
     lost = set(sent) - set(counts)
@@ -83,7 +94,7 @@ def test_ready_watchdog_reload_and_stop_as_systemd_sees_them(
     """READY only once the route's queues exist; WATCHDOG=1 every WatchdogSec/2 while messages flow;
     none while the process is frozen (SIGSTOP) and not on the first wake-up after it either;
     RELOADING=1 then READY=1 when `jgw certs rotate` sends SIGHUP, with traffic flowing and no message
-    lost; STOPPING=1 on
+    lost; the unit's ExecReload= command exits 0 after a reload and 1 after a refused one; STOPPING=1 on
     SIGTERM, then exit 0 once in-flight messages are settled. Filesystem socket path."""
     route = names.route("ido")
     cfg = node_config({route: sealed_route(names)}, node_id="cityhall", certs_dir=str(pki.nodes["cityhall"]))
@@ -138,6 +149,24 @@ def test_ready_watchdog_reload_and_stop_as_systemd_sees_them(
         assert "generation=gen-0002" in "".join(log_lines(daemon.log(), "reload done"))
         time.sleep(1.0)
         assert rec.watchdog_times(since=reloaded.at), "pings go on after the reload"
+
+        # `systemctl reload jgw` runs the unit's ExecReload= line: it waits for the daemon's answer
+        reload_cmd = exec_reload(cfg)
+        again = time.monotonic()
+        done = subprocess.run(reload_cmd, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "reloaded: generation gen-0002" in done.stdout, done.stdout + done.stderr
+        rec.wait_for(has("READY"), since=rec.wait_for(has("RELOADING"), since=again, timeout=5).at, timeout=5)
+        # … and fails when the daemon refuses the material: a key readable by others
+        key = CertsDir(pki.nodes["cityhall"]).live_dir() / "signing.key"
+        key.chmod(0o644)
+        try:
+            refused_at = time.monotonic()
+            done = subprocess.run(reload_cmd, capture_output=True, text=True, timeout=60)
+        finally:
+            key.chmod(0o600)
+        assert done.returncode == 1 and "reload refused" in done.stdout, done.stdout + done.stderr
+        answer = rec.wait_for(has("READY"), since=refused_at, timeout=5, what="READY=1 after a refused reload")
+        assert answer.fields["STATUS"].startswith("reload FAILED"), answer.fields
 
         # SIGTERM while messages keep coming: STOPPING=1, the drain settles what jgw took, exit 0
         term = time.monotonic()
