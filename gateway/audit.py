@@ -895,6 +895,8 @@ def _first_record(path: Path) -> dict[str, Any] | None:
 def records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(file name, line number, record) for every readable record, in order (for ``jgw audit show``)."""
     path = Path(path)
+    if not (path.is_dir() or path.is_file()):
+        raise NoInputError(f"{path}: no such file or directory")  # exit 66, as verify, not "unexpected"
     files = [p for _, p in segment_files(path)] if path.is_dir() else [path]
     for file in files:
         for line in read_lines(file.read_bytes()):

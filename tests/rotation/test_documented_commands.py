@@ -38,3 +38,12 @@ def test_conflicting_kinds_are_still_refused(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["certs", "install", "jgw.toml", "--crl", "--peer", "dc-b", "f.pem"])
     assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_audit_show_on_a_wrong_path_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An auditor's typo is a usage problem (exit 66 naming the path), not an 'unexpected error' (70)."""
+    from gateway.cli import main
+
+    missing = tmp_path / "no-audit-here"
+    assert main(["audit", "show", str(missing), "--event", "cert-change"]) == 66
+    assert f"{missing}: no such file or directory" in capsys.readouterr().err
