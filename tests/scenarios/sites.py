@@ -322,6 +322,19 @@ def by_key(messages: Iterable[Received], header: str = ORDER_HEADER) -> dict[str
     return out
 
 
+def first_copies(messages: list[Received], bound: int) -> list[Received]:
+    """The messages without repeated copies of an id already seen: a crash of jgw may deliver the
+    messages in flight at that instant twice, with the same id (never more than ``bound``)."""
+    seen: set[str] = set()
+    out = []
+    for m in messages:
+        if m.message_id not in seen:
+            seen.add(m.message_id)
+            out.append(m)
+    assert len(messages) - len(out) <= bound, f"{len(messages) - len(out)} repeated copies, more than {bound}"
+    return out
+
+
 def metric(site: Site, name: str, **labels: str) -> float:
     """One sample from the site's /metrics, as Prometheus would scrape it (0 when not exported yet)."""
     import urllib.request
