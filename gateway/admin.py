@@ -205,6 +205,41 @@ def publish_confirmed(ch: BlockingChannel, exchange: str, routing_key: str, body
         raise UnavailableError(f"the broker refused the message (exchange {exchange!r})") from exc
 
 
+OPERATOR_EVENTS = ("replay", "operator")
+
+
+def record_operator(config: Config, event: str, **fields: Any) -> None:
+    """Put an operator action in the node's audit trail. The running daemon holds the log, so it is
+    asked to write the record (control socket); when no daemon runs, the log is opened here."""
+    if config.audit is None:
+        return
+    from gateway import control
+    from gateway.audit import AuditLog
+
+    fields = {"actor": _actor(), **fields}
+    try:
+        answer = control.request(config.node.control_socket, "record", event=event, fields=fields)
+    except UnavailableError:
+        a = config.audit
+        with AuditLog.open(a.directory, config.node.id, retention=a.retention, segment_bytes=a.segment_bytes,
+                           segment_age=a.segment_age) as log:
+            log.record(event, **fields)
+            log.commit()
+        return
+    if not answer.get("ok"):
+        raise UnavailableError(f"the daemon did not record the {event}: {answer.get('error', 'no reason given')}")
+
+
+def _actor() -> str:
+    import getpass
+    import os
+
+    try:
+        return f"{getpass.getuser()}(uid {os.getuid()})"
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 def route_source(config: Config, name: str) -> RouteConfig:
     try:
         return config.routes[name]

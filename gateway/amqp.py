@@ -250,7 +250,8 @@ class Link:
         self.up_event = asyncio.Event()
         self.first_attempt_done = asyncio.Event()
         metrics.broker_up.labels(broker.name, role).set(0)
-        metrics.broker_blocked.labels(broker.name).set(0)
+        if role == "publish":
+            metrics.broker_blocked.labels(broker.name).set(0)
 
     def __repr__(self) -> str:
         return f"Link({self.broker.name}/{self.role}, up={self.state.up}, blocked={self.state.blocked})"
@@ -305,17 +306,19 @@ class Link:
         c.conn.close()
         await c.closed.wait()
 
-    async def rotate(self) -> None:
+    async def rotate(self) -> bool:
         """Move to a new connection made with the current parameters; the old one is closed after.
+        False when not connected (the supervisor's next attempt uses the new parameters anyway).
         Raises UnavailableError if the new one cannot be opened (the old one stays)."""
         old = self._current
         if old is None or self._stopping:
-            return  # not connected: the supervisor's next attempt uses the new parameters anyway
+            return False
         new = await self._open(old.url, self.ssl_context_factory)
         self._adopt(new)
         log.info("broker link moved to a new connection", extra={"broker": self.broker.name, "role": self.role})
         if not (old.conn.is_closed or old.conn.is_closing):
             old.conn.close()
+        return True
 
     async def _supervise(self) -> None:
         delay = self.broker.reconnect_min
@@ -429,7 +432,7 @@ class Link:
         self.state.last_error = ""
         self.state.since = asyncio.get_running_loop().time()
         self.metrics.broker_up.labels(self.broker.name, self.role).set(1)
-        self.metrics.broker_blocked.labels(self.broker.name).set(0)
+        self._blocked_metric(False)
         log.info("broker link up", extra={"broker": self.broker.name, "role": self.role, "url": self.state.url})
         self.up_event.set()
 
@@ -442,16 +445,21 @@ class Link:
         self.state.last_error = record.reason
         self.up_event.clear()
         self.metrics.broker_up.labels(self.broker.name, self.role).set(0)
-        self.metrics.broker_blocked.labels(self.broker.name).set(0)
+        self._blocked_metric(False)
         if not self._stopping:
             log.warning("broker link down", extra={"broker": self.broker.name, "role": self.role,
                                                    "error": record.reason})
+
+    def _blocked_metric(self, blocked: bool) -> None:
+        """jgw_broker_blocked is about publishing: only the publish link of a broker sets it."""
+        if self.role == "publish":
+            self.metrics.broker_blocked.labels(self.broker.name).set(1 if blocked else 0)
 
     def _set_blocked(self, record: _Connection, blocked: bool, frame: Any) -> None:
         if record is not self._current:
             return
         self.state.blocked = blocked
-        self.metrics.broker_blocked.labels(self.broker.name).set(1 if blocked else 0)
+        self._blocked_metric(blocked)
         reason = getattr(getattr(frame, "method", None), "reason", "") if blocked else ""
         log.warning("broker blocked publishing" if blocked else "broker unblocked publishing",
                     extra={"broker": self.broker.name, "role": self.role, "reason": reason})

@@ -102,7 +102,6 @@ class Item:
     detail: str = ""
     counted: bool = False  # holds an entry in RouteRunner._active_ids
     in_tracker: bool = False  # published, confirm outstanding
-    published_at: float = 0.0
 
     def message(self, route: str) -> Message:
         """The delivery as stages see it."""
@@ -469,7 +468,6 @@ class RouteRunner:
                 if item.gen != self._gen:
                     self._release(item)
                     continue
-                item.published_at = time.monotonic()
                 ch.publish(sink.exchange, sink.routing_key, item.out_body, item.out_props, item)
                 item.in_tracker = True
         except AMQPError as exc:  # the channel is closing: its close callback requeues what it held

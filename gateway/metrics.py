@@ -56,7 +56,7 @@ class Metrics:
                                      "From the source's publish time to the sink's confirm.",
                                      ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage_latency = Histogram("jgw_stage_latency_seconds",
-                                       "Time spent per batch in each stage, and waiting for the sink confirm.",
+                                       "Time spent per batch in each stage (open, policy, seal).",
                                        ["route", "stage"], buckets=STAGE_BUCKETS, registry=r)
         self.queue_depth = Gauge("jgw_queue_messages", "Messages waiting in a route's source queue.",
                                  ["route"], registry=r)

@@ -145,7 +145,8 @@ class Relay:
         for runner in self.routes.values():
             runner.start()
         self._control = ControlServer(cfg.node.control_socket, {"status": self._control_status,
-                                                                "reload": self._control_reload})
+                                                                "reload": self._control_reload,
+                                                                "record": self._control_record})
         await self._control.start()
 
     def _link(self, broker: str, role: str) -> Link:
@@ -213,8 +214,7 @@ class Relay:
             moved, stayed = 0, []
             for link in tls_links:
                 try:
-                    await link.rotate()
-                    moved += 1
+                    moved += await link.rotate()
                 except JgwError as exc:  # this link keeps its old connection until it reconnects
                     stayed.append(f"{link.name}: {exc}")
             generation = new.generation if new is not None else None
@@ -312,6 +312,22 @@ class Relay:
 
     async def _control_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
+
+    async def _control_record(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An operator command (jgw dlq replay) records its action in the log this daemon holds."""
+        from gateway.admin import OPERATOR_EVENTS
+
+        event, fields = request.get("event"), request.get("fields")
+        if event not in OPERATOR_EVENTS or not isinstance(fields, dict):
+            return {"ok": False, "error": f"not an operator event: {event!r}"}
+        if self._committer is None or isinstance(self.evidence, NoEvidence):
+            return {"ok": True}
+        try:
+            self.evidence.record(event, **fields)
+        except (ValueError, TypeError) as exc:
+            return {"ok": False, "error": str(exc)}
+        await self._committer.flush()
+        return {"ok": True}
 
     def _status_line(self) -> str:
         states = [r.status().state for r in self.routes.values()]

@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway import admin
 from gateway import config as config_mod
+from gateway.audit import payload_digest
 from gateway.errors import NoInputError, UnavailableError, UsageError
 from gateway.topology import DEAD_LETTER_QUEUE, QUARANTINE_QUEUE
 
@@ -130,6 +131,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     print(f"{entry.message_id}: not replayed: {exc}", file=sys.stderr)
                     failed += 1
                     continue
+                admin.record_operator(cfg, "replay", msg=entry.message_id, route=route.name, reason=entry.reason,
+                                      seed=route.seed or "", digest=payload_digest(entry.body),
+                                      size=len(entry.body), outcome="replayed")
                 ch.basic_ack(entry.delivery_tag)
                 replayed += 1
                 log.warning("dead letter replayed", extra={"message_id": entry.message_id, "route": route.name,

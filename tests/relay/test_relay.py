@@ -107,6 +107,14 @@ def test_unroutable_is_retried_then_dead_lettered_and_replay_delivers_exactly_on
         got = amqp.drain(dst, expect=5)
         assert sorted(m.message_id for m in got) == sorted(ids)
         assert all(m.headers.get("x-jgw-replayed") == 1 for m in got)
+        # each replay is recorded in the node's audit trail (written by the running daemon)
+        from gateway import config as config_mod
+        from gateway.audit import records
+        trail = config_mod.load(cfg).audit
+        assert trail is not None
+        replays = [r for _, _, r in records(trail.directory) if r["ev"] == "replay"]
+        assert sorted(r["msg"] for r in replays) == sorted(ids)
+        assert all(rec["route"] == r and rec["reason"] == "unroutable" and rec["actor"] for rec in replays)
         assert not any(k in m.headers for m in got for k in ("x-jgw-reason", "x-jgw-attempt"))
         # a second copy of a delivered id (say an operator replays from a backup) is suppressed
         amqp.publish(src(names), [b"m0"], ids=[ids[0]])
