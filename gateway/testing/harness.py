@@ -288,6 +288,44 @@ class Amqp:
                 self._channel().exchange_delete(e)
 
 
+_MISSING: Any = object()
+
+
+def scrape_metric(port: int, name: str, default: Any = _MISSING, **labels: str) -> float:
+    """One sample from a node's /metrics, as Prometheus would scrape it."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    if default is _MISSING:
+        raise KeyError(f"{name} {labels} not exported")
+    return float(default)
+
+
+def purge_set_aside(url: str, ids: Iterable[str]) -> None:
+    """Take a test's messages out of the shared jgw.quarantine and jgw.dead-letter queues."""
+    wanted = set(ids)
+    with Amqp(url) as amqp:
+        ch = amqp.conn.channel()
+        for queue in ("jgw.quarantine", "jgw.dead-letter"):
+            keep = []
+            while True:
+                method, props, _ = ch.basic_get(queue)
+                if method is None:
+                    break
+                if props.message_id in wanted:
+                    ch.basic_ack(method.delivery_tag)
+                else:
+                    keep.append(method.delivery_tag)
+            for tag in keep:
+                ch.basic_nack(tag, requeue=True)
+
+
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

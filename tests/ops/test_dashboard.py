@@ -48,7 +48,7 @@ from gateway.cli import main as jgw
 from gateway.pki.devinit import DevPki, init_dev, stage_generation
 from gateway.pki.layout import CertsDir
 from gateway.testing import synth
-from gateway.testing.harness import Amqp, Names, NodeFactory, wait_for
+from gateway.testing.harness import Amqp, Names, NodeFactory, purge_set_aside, wait_for
 from gateway.testing.prom import PrometheusServer, PrometheusTools
 from gateway.testing.rabbitnode import PrivateNode, TlsListener, free_port
 from tests.ops.daemon import Daemon
@@ -263,30 +263,12 @@ class RealNode:
                 self.daemon.stop(30)
         finally:
             self.dc.destroy()
-            _purge_set_aside(self.main_broker, set(self.set_aside))
+            purge_set_aside(self.main_broker, set(self.set_aside))
 
 
 def _value(prom: PrometheusServer, expr: str) -> float | None:
     got = prom.query(expr)
     return float(got[0]["value"][1]) if got else None
-
-
-def _purge_set_aside(url: str, ids: set[str]) -> None:
-    """Take this test's messages out of the shared quarantine and dead-letter queues."""
-    with Amqp(url) as amqp:
-        ch = amqp.conn.channel()
-        for queue in ("jgw.quarantine", "jgw.dead-letter"):
-            keep = []
-            while True:
-                method, props, _ = ch.basic_get(queue)
-                if method is None:
-                    break
-                if props.message_id in ids:
-                    ch.basic_ack(method.delivery_tag)
-                else:
-                    keep.append(method.delivery_tag)
-            for tag in keep:
-                ch.basic_nack(tag, requeue=True)
 
 
 @pytest.fixture

@@ -7,25 +7,27 @@ queue (bytes and ids), what the CLI says, what the metrics say.
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main
-from gateway.testing.harness import Amqp, JgwProcess, Names, NodeFactory, running, wait_for
+from gateway.testing.harness import (
+    Amqp,
+    JgwProcess,
+    Names,
+    NodeFactory,
+    purge_set_aside,
+    running,
+    scrape_metric,
+    wait_for,
+)
 from gateway.testing.rabbitnode import free_port
 
 
 def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    raise KeyError(f"{name} {labels} not exported")
+    return scrape_metric(port, name, **labels)
 
 
 def route(names: Names, *, sink_queue: str | None = None, **extra: object) -> dict[str, object]:
@@ -240,18 +242,4 @@ def _dlq(cfg: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object
 
 
 def _purge_set_aside(amqp: Amqp, *ids: str) -> None:
-    """Take this test's messages out of the shared quarantine / dead-letter queues."""
-    ch = amqp.conn.channel()
-    for queue in ("jgw.quarantine", "jgw.dead-letter"):
-        keep = []
-        while True:
-            method, props, _ = ch.basic_get(queue)
-            if method is None:
-                break
-            if props.message_id in ids:
-                ch.basic_ack(method.delivery_tag)
-            else:
-                keep.append(method.delivery_tag)
-        for tag in keep:
-            ch.basic_nack(tag, requeue=True)
-    ch.close()
+    purge_set_aside(amqp.url, ids)

@@ -46,7 +46,7 @@ from gateway.catalog import default_catalog
 from gateway.envelope.stage import H_ORDER
 from gateway.message import H_SENT_AT
 from gateway.pki.devinit import DevPki, init_dev
-from gateway.testing.harness import Amqp, JgwProcess, Received, render_config, wait_for
+from gateway.testing.harness import Amqp, JgwProcess, Received, render_config, scrape_metric, wait_for
 from gateway.testing.rabbitnode import PrivateNode, TlsListener, free_port
 
 #: The business systems' per-person key (a 住民票コード-like id in production). In clear only on the
@@ -337,16 +337,7 @@ def first_copies(messages: list[Received], bound: int) -> list[Received]:
 
 def metric(site: Site, name: str, **labels: str) -> float:
     """One sample from the site's /metrics, as Prometheus would scrape it (0 when not exported yet)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{site.metrics_port}/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    return scrape_metric(site.metrics_port, name, 0.0, **labels)
 
 
 def set_aside(config: Path, verb: str) -> list[dict[str, Any]]:
