@@ -328,7 +328,10 @@ def test_encoding_a_large_registry_does_not_stall_the_loop(loop: LoopThread) -> 
     finally:
         loop.run(server.close())
     assert encode_time > 0.02, "registry too small to show anything"
-    assert max(gaps) < encode_time / 2, (max(gaps), encode_time)
+    # encoded on the loop, each of the 5 scrapes would stall it for about encode_time; on a shared
+    # machine a stray stall of that size can happen anyway, so one or two are tolerated
+    stalls = [gap for gap in gaps if gap >= encode_time / 2]
+    assert len(stalls) <= 2, (stalls, encode_time)
 
 
 def test_concurrent_scrapes_share_one_encoding(loop: LoopThread) -> None:

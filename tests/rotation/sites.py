@@ -115,15 +115,30 @@ def tls_connections(node: PrivateNode) -> list[dict[str, Any]]:
     return rows
 
 
-def client_certificates(node: PrivateNode, user: str, at_least: int = 1) -> list[tuple[str, str]]:
+def client_certificates(node: PrivateNode, user: str, expect: str, at_least: int = 2) -> list[tuple[str, str]]:
     """(connection name, client certificate validity) of each of ``user``'s TLS connections, once the
-    broker lists at least ``at_least`` of them (a busy connection may be missing from one listing)."""
-    def listed() -> list[tuple[str, str]] | None:
+    broker lists at least ``at_least`` of them, all with validity ``expect``, or after 30 s what it
+    lists then. A busy connection may be missing from one listing, and a connection jgw closed (the
+    old identity after a rotation) stays listed until the broker has finished closing it."""
+    rows: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         rows = [(c["connection_name"], c["peer_cert_validity"]) for c in tls_connections(node) if c["user"] == user]
-        return rows if len(rows) >= at_least else None
+        if len(rows) >= at_least and {validity for _name, validity in rows} == {expect}:
+            break
+        time.sleep(0.2)
+    return rows
 
-    found: list[tuple[str, str]] = wait_until(listed, 30, f"{user}'s connections listed by the broker")
-    return found
+
+def wait_disconnected(node: PrivateNode, users: tuple[str, ...], timeout: float = 30) -> None:
+    """Until the broker lists none of ``users``' connections: the next test sees only its own."""
+    def left() -> list[tuple[str, str]]:
+        return [(c["connection_name"], c["peer_cert_validity"]) for c in tls_connections(node) if c["user"] in users]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not left(), timeout, "")
+        return
+    raise TimeoutError(f"the broker still lists these connections {timeout}s after jgw stopped: {left()}")
 
 
 def broker_validity(cert: x509.Certificate) -> str:
@@ -269,6 +284,7 @@ class Sites:
         for proc in (self.city, self.dc):
             if proc is not None:
                 proc.stop()
+        wait_disconnected(self.dc_node, (CITY, DC))
         with Amqp(MAIN_URL) as main:  # the city hall's queues live on the shared broker
             from gateway import config as config_mod
             from gateway.topology import retry_queue
