@@ -61,6 +61,8 @@ class Relay:
         self._committer: Committer | None = None
         self.notifier = notifier or Notifier(None)
         self.links: dict[tuple[str, str], Link] = {}
+        #: Fingerprint of the TLS files each link (by name) last made a connection from; see reload.
+        self._tls_used: dict[str, str] = {}
         self.routes: dict[str, RouteRunner] = {}
         self.started_at = time.time()
         self._stop = asyncio.Event()
@@ -153,7 +155,8 @@ class Relay:
         key = (broker, role)
         if key not in self.links:
             cfg = self.config.brokers[broker]
-            factory = (lambda: self._ssl_context(cfg)) if cfg.tls is not None else None
+            name = f"{broker}/{role}"
+            factory = (lambda: self._link_context(name, cfg)) if cfg.tls is not None else None
             self.links[key] = Link(cfg, role, self.config.node.id, self.metrics, ssl_context_factory=factory)
         return self.links[key]
 
@@ -169,6 +172,14 @@ class Relay:
         if material is None or broker.tls is None:
             raise UnavailableError(f"broker {broker.name}: TLS configured but no certificates loaded")
         return material.ssl_context_for(broker.tls)
+
+    def _link_context(self, link_name: str, broker: BrokerConfig) -> ssl.SSLContext:
+        """The context for a link's next connection; remembers what it is made of, so that a reload
+        moves only the links whose TLS files changed (fingerprint first: a file replaced meanwhile
+        then reads as changed at the next reload, never the reverse)."""
+        if self.material is not None and broker.tls is not None:
+            self._tls_used[link_name] = self.material.tls_files_for(broker.tls).fingerprint()
+        return self._ssl_context(broker)
 
     def _export_expiries(self) -> None:
         if self.material is None:
@@ -211,8 +222,9 @@ class Relay:
                 return {"ok": False, "error": str(exc)}
             self.material = new
             self._export_expiries()
+            changed = await loop.run_in_executor(None, self._tls_changed, tls_links, new)
             moved, stayed = 0, []
-            for link in tls_links:
+            for link in changed:
                 try:
                     moved += await link.rotate()
                 except JgwError as exc:  # this link keeps its old connection until it reconnects
@@ -224,11 +236,21 @@ class Relay:
             self.metrics.reloads.labels("success").inc()
             self.metrics.last_reload.set(time.time())
             log.info("reload done", extra={"generation": generation, "links_moved": moved,
-                                           "links_not_moved": len(stayed)})
+                                           "links_not_moved": len(stayed),
+                                           "links_unchanged": len(tls_links) - len(changed)})
             for text in stayed:
                 log.warning("link stays on its current connection until it reconnects", extra={"error": text})
             self.notifier.ready(self._status_line())
-            return {"ok": True, "generation": generation, "links_moved": moved, "links_not_moved": stayed}
+            return {"ok": True, "generation": generation, "links_moved": moved, "links_not_moved": stayed,
+                    "links_unchanged": len(tls_links) - len(changed)}
+
+    def _tls_changed(self, links: list[Link], new: NodeMaterial | None) -> list[Link]:
+        """The links whose connection was made from other TLS files than ``new`` has: a new client
+        certificate, anchor or CRL moves them; a peer's new signing or encryption certificate does not."""
+        if new is None:
+            return links
+        return [link for link in links if link.broker.tls is None
+                or self._tls_used.get(link.name) != new.tls_files_for(link.broker.tls).fingerprint()]
 
     async def _wait_started(self) -> None:
         waits = [asyncio.ensure_future(r.started.wait()) for r in self.routes.values()]

@@ -23,7 +23,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     answer = control.request(cfg.node.control_socket, "reload", timeout=120)
     if answer.get("ok"):
-        print(f"reloaded: generation {answer.get('generation')}, {answer.get('links_moved', 0)} link(s) moved")
+        print(f"reloaded: generation {answer.get('generation')}, {answer.get('links_moved', 0)} link(s) moved, "
+              f"{answer.get('links_unchanged', 0)} unchanged (same TLS certificate, anchors and CRLs)")
         for text in answer.get("links_not_moved", []):
             print(f"  not moved yet: {text}")
         return 0

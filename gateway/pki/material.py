@@ -110,10 +110,14 @@ class NodeMaterial:
                 crlfiles=tuple(crlfiles) if crlfiles is not None else files.crlfiles)
         return files.client_context()
 
+    def tls_files_for(self, tls: TlsConfig) -> TlsFiles:
+        """The files for the broker of ``[brokers.NAME.tls]``: the live TLS identity, verified against
+        that table's ``ca``/``crl`` when set, else the node's anchors and CRLs."""
+        return for_broker(self.tls, tls)
+
     def ssl_context_for(self, tls: TlsConfig) -> ssl.SSLContext:
-        """A fresh client context for the broker of ``[brokers.NAME.tls]``: the live TLS identity,
-        verified against that table's ``ca``/``crl`` when set, else the node's anchors and CRLs."""
-        return for_broker(self.tls, tls).client_context()
+        """A fresh client context for that broker (see ``tls_files_for``)."""
+        return self.tls_files_for(tls).client_context()
 
     def __repr__(self) -> str:
         return (f"NodeMaterial(node_id={self.node_id!r}, generation={self.generation!r}, "

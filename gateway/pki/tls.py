@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,18 @@ class TlsFiles:
     def client_context(self) -> ssl.SSLContext:
         return client_context(cafiles=self.cafiles, cert=self.cert, key=self.key, crlfiles=self.crlfiles,
                               crl_check=self.crl_check)
+
+    def fingerprint(self) -> str:
+        """A digest of what a context made now would contain (files are replaced in place, so their
+        paths alone say nothing): a reload moves a link to a new connection only when it changed."""
+        digest = hashlib.sha256(b"crl-check" if self.crl_check else b"no-crl-check")
+        for path in (self.cert, self.key, *self.cafiles, *self.crlfiles):
+            digest.update(str(path).encode() + b"\0")
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError as exc:  # building the context reports it; here it only has to differ
+                digest.update(f"unreadable: {exc.errno}".encode())
+        return digest.hexdigest()
 
 
 def client_context(*, cafiles: Sequence[Path], cert: Path, key: Path, crlfiles: Sequence[Path] = (),

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.keyring import certificate_key_id
 from gateway.pki.devca import DevCa
@@ -232,6 +233,42 @@ def test_rotating_both_sites_under_load_loses_nothing(sites: Sites) -> None:
             ("loaded", "gen-0001", "gen-0002")) == 1, changes
         assert len(changes) == 3 and all(c.get("outcome") == "loaded" for c in changes), changes
         assert jgw("audit", "verify", trail).returncode == 0
+
+
+def test_a_reload_moves_only_the_links_whose_tls_files_changed(sites: Sites) -> None:
+    """A peer's new signing certificate changes nothing about our TLS connections: the reload keeps
+    them (the broker lists the very same client ports). A new CRL does change what the broker's
+    certificate is checked against, so that reload moves both links to new connections."""
+    def city_ports() -> set[int]:
+        r = sites.dc_node.ctl("list_connections", "user", "peer_port", "--formatter", "json")
+        return {c["peer_port"] for c in json.loads(r.stdout or "[]") if c["user"] == CITY}
+
+    ca = DevCa.open(sites.pki / "ca")
+    signing = read_certificate(sites.certs(DC) / "live" / "signing.pem")
+    key = serialization.load_pem_private_key((sites.certs(DC) / "live" / "signing.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    request = x509.CertificateSigningRequestBuilder().subject_name(signing.subject).sign(key, hashes.SHA256())
+    reissued = sites.tmp / "dc-signing.pem"  # the same key re-certified: only the peer directory changes
+    write_atomic(reissued, pem_certificates([ca.issue_csr(request, SLOT_BY_NAME["signing"].purpose,
+                                                          dt.datetime.now(dt.UTC), node_id=DC, days=60)]))
+    with Traffic(sites) as traffic:
+        ports = wait_until(lambda: (p := city_ports()) and len(p) == 2 and p, 30, "both city hall links")
+        jgw_ok("certs", "install", sites.config(CITY), "--peer", DC, reissued)
+        out = jgw_ok("reload", sites.config(CITY))
+        assert "0 link(s) moved, 2 unchanged" in out, out
+        assert city_ports() == ports, "the connections were kept"
+
+        ca.write_crl(dt.datetime.now(dt.UTC))
+        jgw_ok("certs", "install", sites.config(CITY), "--crl", sites.pki / "ca" / "crl.pem")
+        out = jgw_ok("reload", sites.config(CITY))
+        assert "2 link(s) moved, 0 unchanged" in out, out
+        moved = wait_until(lambda: (p := city_ports()) and len(p) == 2 and p, 30, "both links reconnected")
+        assert not moved & ports, (ports, moved)
+        at_dc, at_city = traffic.delivered()
+    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
+    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
+    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
+    assert_nothing_set_aside(sites)
 
 
 def test_rotation_to_a_certificate_the_broker_refuses_keeps_the_old_identity(sites: Sites) -> None:
