@@ -771,6 +771,8 @@ class RouteRunner:
             state = "waiting for sink"
         elif self.sink_link.state.blocked:
             state = "blocked by sink broker"
+        elif not self.progressing():  # what stops the watchdog pings; staff see it here first
+            state = "stalled"
         else:
             state = "running"
         sink = self.cfg.sink

@@ -235,6 +235,7 @@ def test_watchdog_goes_silent_when_a_routes_worker_stalls_and_resumes_after(
         time.sleep(2 * WATCHDOG_SEC)
         route_now = daemon.status()["routes"][0]
         assert route_now["in_flight"] > 0 and amqp.depth(dst) == 0, route_now
+        assert route_now["state"] == "stalled", route_now  # what jgw status shows staff
         last_ping = max(rec.watchdog_times(since=frozen_at))
         assert time.monotonic() - last_ping >= 2 * WATCHDOG_SEC, "still pinging while stalled"
 
@@ -244,6 +245,7 @@ def test_watchdog_goes_silent_when_a_routes_worker_stalls_and_resumes_after(
         sent = publisher.stop()
         exactly_once(sent, [m.message_id for m in amqp.drain(dst, expect=len(sent), timeout=60)])
         assert "progress resumed; pinging systemd again" in daemon.log()
+        assert daemon.status()["routes"][0]["state"] == "running"
         assert daemon.stop() == 0
     finally:
         if freezer is not None:
