@@ -327,7 +327,8 @@ class Relay:
                  for (b, role), link in self.links.items()}
         routes = [r.status().__dict__ for r in self.routes.values()]
         return {"ok": True, "node": self.config.node.id, "pid": os.getpid(),
-                "uptime_seconds": round(time.time() - self.started_at, 1), "links": links, "routes": routes}
+                "uptime_seconds": round(time.time() - self.started_at, 1), "links": links, "routes": routes,
+                "generation": self.material.generation if self.material is not None else None}
 
     async def _control_status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return self.status()

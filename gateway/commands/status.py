@@ -11,12 +11,15 @@ from pika.exceptions import AMQPError
 from gateway import admin, control
 from gateway import config as config_mod
 from gateway.errors import UnavailableError
+from gateway.pki.errors import CertificateError
+from gateway.pki.layout import CertsDir
 from gateway.topology import DEAD_LETTER_QUEUE, QUARANTINE_QUEUE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="routes, link state, queue depth and oldest-message age",
-                       description="Ask the running daemon (control socket) for its routes and links, and the "
+                       description="Ask the running daemon (control socket) for its routes, links and certificate "
+                                   "generation (and whether live on disk differs), and the "
                                    "brokers for queue depths. Exit 0 when the daemon runs and every route is "
                                    "running, 1 otherwise (the table says why).")
     p.add_argument("config")
@@ -60,9 +63,19 @@ def gather(cfg: config_mod.Config) -> dict[str, Any]:
             "errors": d.get("errors", {})})
     set_aside = {b: {"quarantine": q.get(QUARANTINE_QUEUE), "dead_letter": q.get(DEAD_LETTER_QUEUE)}
                  for b, q in depths.items()}
+    generation = (daemon or {}).get("generation")
     return {"node": cfg.node.id, "daemon": daemon is not None, "daemon_error": daemon_error,
             "pid": (daemon or {}).get("pid"), "links": (daemon or {}).get("links", {}), "routes": routes,
-            "set_aside": set_aside, "broker_errors": broker_errors}
+            "set_aside": set_aside, "broker_errors": broker_errors, "generation": generation,
+            "live_generation": _live_generation(cfg) if generation is not None else None}
+
+
+def _live_generation(cfg: config_mod.Config) -> str | None:
+    """The generation ``live`` names on disk: after a refused reload it differs from the daemon's."""
+    try:
+        return CertsDir(cfg.node.certs_dir).pointer("live")
+    except (CertificateError, OSError):
+        return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -76,6 +89,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"node {info['node']}: daemon running (pid {info['pid']})")
     else:
         print(f"node {info['node']}: daemon NOT running ({info['daemon_error']})")
+    if info["generation"] is not None:
+        line = f"  certificates: generation {info['generation']}"
+        if info["live_generation"] not in (None, info["generation"]):
+            line += (f"; live on disk is {info['live_generation']}, not loaded "
+                     "(jgw reload loads it or says why it cannot)")
+        print(line)
     for name, link in info["links"].items():
         state = "up" if link["up"] else "DOWN"
         if link["blocked"]:

@@ -314,6 +314,8 @@ def test_rotation_to_a_certificate_the_broker_refuses_keeps_the_old_identity(sit
         assert sample(metrics, "jgw_broker_up", broker="datacenter", role="publish") == 1
         assert_old_identity()  # the daemon stays on its old identity
         assert "reload refused" in sites.daemon(CITY).log()
+        shown = jgw("status", cfg).stdout  # what staff see afterwards: disk and daemon disagree
+        assert "certificates: generation gen-0001; live on disk is gen-0002, not loaded" in shown, shown
         assert_relaying(sites, CITY, sites.to_dc, sites.from_dc)
 
         out = jgw_ok("certs", "rollback", cfg)  # the runbook's way back; signals the daemon
@@ -321,6 +323,8 @@ def test_rotation_to_a_certificate_the_broker_refuses_keeps_the_old_identity(sit
         sites.wait_reloads(CITY, "success", 1)
         assert sites.live_generation(CITY) == "gen-0001"
         assert_old_identity()
+        shown = jgw("status", cfg).stdout
+        assert "certificates: generation gen-0001\n" in shown, shown
         at_dc, at_city = traffic.delivered()
     assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
     assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
