@@ -7,8 +7,9 @@ open     verify, then decrypt with this node's key and write the payload; the re
          checked only with ``--window`` (an auditor opening a years-old message passes none).
 seal     makes one envelope (a batch of one) from a file.
 
-Keys and certificates are named by file (``--sign-key``, ``--ca``, ``--peer NODE=FILE``, ...); a
-later ``--certs DIR`` will read a node's ``certs/`` layout instead.
+Keys and certificates are named by file (``--sign-key``, ``--ca``, ``--peer NODE=FILE``, ...), or,
+for verify and open, taken from a node's certificates directory with ``--certs DIR --node ID``
+(its anchors, CRLs, peers and live/previous decryption keys, loaded as the daemon loads them).
 
 Security: reads the envelope (hostile) and named key files; private key files must be 0600. Prints
 header fields (ids, names, digests, sizes), never payload bytes unless ``open --out -`` asks.
@@ -36,6 +37,7 @@ from gateway.envelope.opener import Opener, OpenPolicy
 from gateway.envelope.sealer import Sealer, SealItem
 from gateway.errors import DataError, NoInputError, UsageError
 from gateway.keyring import SUITE_NAMES, CaTrust, Keyring, PeerKeys
+from gateway.pki.material import load_node_material
 
 DESCRIPTION = """\
 sealed envelopes by hand, for operators and auditors:
@@ -48,6 +50,7 @@ sealed envelopes by hand, for operators and auditors:
   seal     make one envelope (a batch of one) from a file
 
 keys and certificates are named by file: --sign-key, --ca, --peer NODE=FILE, --key, ...
+or, for verify and open, come from a node's certificates directory: --certs DIR --node ID
 """
 
 EXIT_CODES = "\n".join(f"  {code:>3}  {reason:<22} {meaning}" for reason, (meaning, code) in
@@ -78,6 +81,7 @@ def register(sub: Any) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("file", type=Path, help="envelope file ('-' for stdin)")
     _trust_args(p)
+    p.add_argument("--node", help="with --certs: the node whose certificates directory it is")
     p.set_defaults(func=cmd_verify)
 
     p = verbs.add_parser("open", help="verify, then decrypt with this node's key",
@@ -85,7 +89,7 @@ def register(sub: Any) -> None:
     p.add_argument("file", type=Path, help="envelope file ('-' for stdin)")
     _trust_args(p)
     p.add_argument("--node", required=True, help="this node's id (must be a recipient)")
-    p.add_argument("--key", type=Path, action="append", required=True, metavar="FILE",
+    p.add_argument("--key", type=Path, action="append", default=[], metavar="FILE",
                    help="decryption key file (0600); repeat for previous generations; a pq-hybrid key is one "
                         "file holding the ML-KEM-768 and X25519 keys")
     p.add_argument("--window", metavar="DURATION", help="also check created-at is within DURATION of --at")
@@ -118,7 +122,10 @@ def register(sub: Any) -> None:
 
 
 def _trust_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ca", type=Path, action="append", required=True, metavar="FILE",
+    p.add_argument("--certs", type=Path, metavar="DIR",
+                   help="a node's certificates directory (node.certs_dir): trust, peers and its own keys, "
+                        "as the daemon loads them; with --node, instead of --ca/--intermediate/--crl/--peer/--key")
+    p.add_argument("--ca", type=Path, action="append", default=[], metavar="FILE",
                    help="trust anchor certificate(s); repeat as needed")
     p.add_argument("--intermediate", type=Path, action="append", default=[], metavar="FILE")
     p.add_argument("--crl", type=Path, action="append", default=[], metavar="FILE")
@@ -185,11 +192,22 @@ def _duration(text: str | None, option: str) -> float | None:
         raise UsageError(f"{option}: {exc}") from exc
 
 
-def _verify_keyring(args: argparse.Namespace, node_id: str, keys: Sequence[Path] = ()) -> Keyring:
+def _verify_keyring(args: argparse.Namespace, node_id: str | None, keys: Sequence[Path] = ()) -> Keyring:
+    if args.certs is not None:
+        named = [f"--{o}" for o in ("ca", "intermediate", "crl", "peer") if getattr(args, o)]
+        named += ["--key"] if keys else []
+        if named:
+            raise UsageError(f"--certs takes trust, peers and keys from {args.certs}; drop {', '.join(named)}")
+        if node_id is None:
+            raise UsageError("--certs needs --node: the node whose certificates directory it is")
+        material = load_node_material(args.certs, node_id, dt.datetime.now(dt.UTC))
+        return material.keyring
+    if not args.ca:
+        raise UsageError("give --ca FILE (and --peer NODE=FILE), or --certs DIR --node ID")
     trust = CaTrust(keyfiles.load_certificates(args.ca), keyfiles.load_certificates(args.intermediate),
                     keyfiles.load_crls(args.crl))
     decryption = [k for path in keys for k in keyfiles.decryption_keys(path)]
-    return Keyring.build(node_id, None, trust, decryption, _peers(args.peer, "--peer"))
+    return Keyring.build(node_id or "auditor", None, trust, decryption, _peers(args.peer, "--peer"))
 
 
 def _policy(args: argparse.Namespace, window: float | None = None, skew: float = 300.0) -> OpenPolicy:
@@ -241,7 +259,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    keyring = _verify_keyring(args, "auditor")
+    if args.node is not None and not NAME_RE.match(args.node):
+        raise UsageError(f"--node {args.node!r}: not a node id")
+    keyring = _verify_keyring(args, args.node if args.certs is not None else "auditor")
     verified = Opener(_policy(args)).verify(_read_envelope(args.file), keyring)
     Opener(_policy(args)).authorise(verified.envelope)
     h = verified.envelope.header
@@ -258,7 +278,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_open(args: argparse.Namespace) -> int:
     if not NAME_RE.match(args.node):
         raise UsageError(f"--node {args.node!r}: not a node id")
-    keyring = _verify_keyring(args, args.node, args.key)
+    if args.certs is None and not args.key:
+        raise UsageError("give --key FILE (this node's decryption key), or --certs DIR")
+    keyring = _verify_keyring(args, args.node, args.key or ())
     skew = _duration(args.skew, "--skew")
     opener = Opener(_policy(args, _duration(args.window, "--window"), skew if skew is not None else 300.0))
     opened = opener.open(_read_envelope(args.file), keyring, _at(args))

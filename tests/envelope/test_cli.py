@@ -154,3 +154,36 @@ def test_sealed_file_is_a_valid_envelope(files: dict[str, Mapping[str, Path]], t
     """What seal writes parses with the library codec and names the CLI's recipient."""
     env = seal(files, tmp_path / "m.jgwe")
     assert codec.parse(env.read_bytes()).header.recipient_ids() == ("dc-b",)
+
+
+def test_certs_dir_stands_in_for_the_named_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--certs DIR --node ID`` verifies and opens with a node's certificates directory as the daemon
+    loads it (anchors, CRLs, peers, own keys); mixing it with named files, or leaving out --node,
+    is a usage error (64) that says what to drop."""
+    import datetime as dt
+
+    from gateway.pki.devinit import init_dev
+
+    dev = init_dev(tmp_path / "pki", ["cityhall", "datacenter"], dt.datetime.now(dt.UTC), pq_hybrid=False)
+    city, dc = dev.nodes["cityhall"] / "live", dev.nodes["datacenter"]
+    src, env, out = tmp_path / "in", tmp_path / "m.jgwe", tmp_path / "out"
+    src.write_bytes("転入届 payload".encode())
+    assert jgw("envelope", "seal", "--node", "cityhall", "--route", "r1", "--sign-key", city / "signing.key",
+               "--sign-cert", city / "signing.pem", "--to", f"datacenter={dc / 'live' / 'encryption.pem'}",
+               "--in", src, "--out", env) == 0
+    assert jgw("envelope", "verify", env, "--certs", dc, "--node", "datacenter") == 0
+    assert "signature(s) by cityhall verify" in capsys.readouterr().out
+    assert jgw("envelope", "open", env, "--certs", dc, "--node", "datacenter", "--out", out) == 0
+    assert out.read_bytes() == "転入届 payload".encode()
+
+    assert jgw("envelope", "open", env, "--certs", dc, "--node", "datacenter", "--ca", dev.ca.cert_path,
+               "--out", tmp_path / "x") == 64
+    assert "drop --ca" in capsys.readouterr().out
+    assert jgw("envelope", "verify", env, "--certs", dc) == 64
+    assert "--certs needs --node" in capsys.readouterr().out
+    assert jgw("envelope", "open", env, "--node", "datacenter", "--out", tmp_path / "y") == 64
+    assert "--certs DIR" in capsys.readouterr().out
+    # the sender's own directory has no decryption key for a message sealed to the data centre
+    assert jgw("envelope", "open", env, "--certs", dev.nodes["cityhall"], "--node", "cityhall",
+               "--out", tmp_path / "z") not in (0, 64)
+    assert not (tmp_path / "z").exists()
