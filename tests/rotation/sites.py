@@ -121,12 +121,13 @@ def client_certificates(node: PrivateNode, user: str, expect: str, at_least: int
     lists then. A busy connection may be missing from one listing, and a connection jgw closed (the
     old identity after a rotation) stays listed until the broker has finished closing it."""
     rows: list[tuple[str, str]] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rows = [(c["connection_name"], c["peer_cert_validity"]) for c in tls_connections(node) if c["user"] == user]
-        if len(rows) >= at_least and {validity for _name, validity in rows} == {expect}:
-            break
-        time.sleep(0.2)
+
+    def settled() -> bool:
+        rows[:] = [(c["connection_name"], c["peer_cert_validity"]) for c in tls_connections(node) if c["user"] == user]
+        return len(rows) >= at_least and {validity for _name, validity in rows} == {expect}
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(settled, 30, "")
     return rows
 
 

@@ -32,7 +32,7 @@ from gateway.pki.devca import DevCa
 from gateway.pki.files import pem_certificates, read_certificate, write_atomic
 from gateway.pki.generation import SLOT_BY_NAME
 from gateway.testing.faultproxy import FaultProxyServer
-from gateway.testing.harness import Amqp
+from gateway.testing.harness import Amqp, Received
 from gateway.testing.rabbitnode import PrivateNode, rabbitmq_installed
 from tests.rotation.sites import (
     CITY,
@@ -265,10 +265,7 @@ def test_a_reload_moves_only_the_links_whose_tls_files_changed(sites: Sites) -> 
         moved = wait_until(lambda: (p := city_ports()) and len(p) == 2 and p, 30, "both links reconnected")
         assert not moved & ports, (ports, moved)
         at_dc, at_city = traffic.delivered()
-    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
-    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
-    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
-    assert_nothing_set_aside(sites)
+    assert_all_delivered(sites, traffic, at_dc, at_city)
 
 
 def test_rotation_to_a_certificate_the_broker_refuses_keeps_the_old_identity(sites: Sites) -> None:
@@ -326,10 +323,7 @@ def test_rotation_to_a_certificate_the_broker_refuses_keeps_the_old_identity(sit
         shown = jgw("status", cfg).stdout
         assert "certificates: generation gen-0001\n" in shown, shown
         at_dc, at_city = traffic.delivered()
-    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
-    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
-    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
-    assert_nothing_set_aside(sites)
+    assert_all_delivered(sites, traffic, at_dc, at_city)
 
 
 def test_reload_refuses_bad_material_and_keeps_relaying(sites: Sites) -> None:
@@ -364,10 +358,7 @@ def test_reload_refuses_bad_material_and_keeps_relaying(sites: Sites) -> None:
         os.kill(dc_pid, signal.SIGHUP)
         sites.wait_reloads(DC, "success", 1)
         at_dc, at_city = traffic.delivered()
-    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
-    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
-    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
-    assert_nothing_set_aside(sites)
+    assert_all_delivered(sites, traffic, at_dc, at_city)
     for node in (CITY, DC):
         metrics = sites.metrics(node)
         assert sample(metrics, "jgw_reloads_total", result="failure") == 1, node
@@ -382,6 +373,15 @@ def assert_relaying(sites: Sites, node: str, *routes: str) -> None:
     before = delivered()
     wait_until(lambda: all(now >= was + 20 for now, was in zip(delivered(), before, strict=True)), 30,
                f"{node} still relaying on {routes}")
+
+
+def assert_all_delivered(sites: Sites, traffic: Traffic, at_dc: list[Received], at_city: list[Received]) -> None:
+    """What every test here ends with: no producer error, each message delivered once both ways,
+    nothing quarantined or dead-lettered."""
+    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
+    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
+    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
+    assert_nothing_set_aside(sites)
 
 
 def assert_nothing_set_aside(sites: Sites) -> None:
@@ -411,10 +411,7 @@ def test_a_crl_takes_effect_while_the_lgwan_link_is_down(lgwan_sites: tuple[Site
         assert sample(sites.metrics(CITY), "jgw_crl_next_update_timestamp_seconds", issuer="jgw dev CA") == crl
         lgwan.enable()
         at_dc, at_city = traffic.delivered()
-    assert traffic.city.errors == [] and traffic.dc.errors == [], "producers saw errors"
-    assert_exactly_delivered(traffic.city.sent, at_dc, "city hall → data centre")
-    assert_exactly_delivered(traffic.dc.sent, at_city, "data centre → city hall")
-    assert_nothing_set_aside(sites)
+    assert_all_delivered(sites, traffic, at_dc, at_city)
 
 
 def read_crl_next_update(path: Path) -> float:
