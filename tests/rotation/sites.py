@@ -104,9 +104,9 @@ def start_dc_broker(base: Path, pki: Path) -> PrivateNode:
 
 
 def tls_connections(node: PrivateNode) -> list[dict[str, Any]]:
-    """What the broker itself says about each TLS client: user, and the client certificate's issuer
-    and validity (RabbitMQ 3.10 has no serial column; a renewed certificate has new dates)."""
-    r = node.ctl("list_connections", "user", "ssl", "peer_cert_issuer", "peer_cert_validity",
+    """What the broker itself says about each TLS client: user, client port, and the client certificate's
+    issuer and validity (RabbitMQ 3.10 has no serial column; a renewed certificate has new dates)."""
+    r = node.ctl("list_connections", "user", "ssl", "peer_port", "peer_cert_issuer", "peer_cert_validity",
                  "client_properties", "--formatter", "json")
     rows = [row for row in json.loads(r.stdout or "[]") if row.get("ssl")]
     for row in rows:

@@ -48,6 +48,7 @@ from tests.rotation.sites import (
     jgw_ok,
     sample,
     start_dc_broker,
+    tls_connections,
     wait_until,
 )
 
@@ -240,8 +241,7 @@ def test_a_reload_moves_only_the_links_whose_tls_files_changed(sites: Sites) -> 
     them (the broker lists the very same client ports). A new CRL does change what the broker's
     certificate is checked against, so that reload moves both links to new connections."""
     def city_ports() -> set[int]:
-        r = sites.dc_node.ctl("list_connections", "user", "peer_port", "--formatter", "json")
-        return {c["peer_port"] for c in json.loads(r.stdout or "[]") if c["user"] == CITY}
+        return {c["peer_port"] for c in tls_connections(sites.dc_node) if c["user"] == CITY}
 
     ca = DevCa.open(sites.pki / "ca")
     signing = read_certificate(sites.certs(DC) / "live" / "signing.pem")
