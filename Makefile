@@ -1,12 +1,13 @@
 # jgw — two commands for a fresh Debian machine: `make demo` and `make test`.
-# Each does its own set-up: virtualenv, install, and a RabbitMQ if none answers on 127.0.0.1:5672.
+# Each does its own set-up: virtualenv, install, a RabbitMQ if none answers on 127.0.0.1:5672, and
+# Debian's openssh-server for the private sshd instances of tests/files (tests/lab/sshd.py).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv broker test test-fast demo lint bench bundle clean
+.PHONY: venv broker sshd test test-fast demo cityday lint bench bundle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,20 +17,26 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 broker: venv
-	$(BIN)/python -m gateway.testing.broker
+	$(BIN)/python -m tests.lab.broker
 
-test: venv broker
+sshd: venv
+	$(BIN)/python -m tests.lab.sshd --install
+
+test: venv broker sshd
 	$(BIN)/python -m pytest -q
 
-test-fast: venv broker
+test-fast: venv broker sshd
 	$(BIN)/python -m pytest -q -m 'not slow'
 
-demo: venv broker
+demo: venv broker sshd
 	$(BIN)/python -m ops.demo
+
+cityday: venv broker sshd
+	$(BIN)/python -m ops.cityday
 
 lint: venv
 	$(BIN)/ruff check gateway tests ops
-	$(BIN)/mypy gateway
+	$(BIN)/mypy --explicit-package-bases gateway tests/lab
 
 bench: venv broker
 	$(BIN)/python ops/bench/relay.py
@@ -38,4 +45,4 @@ bundle: venv
 	ops/bundle/build.sh --out dist --python $(BIN)/python
 
 clean:
-	rm -rf $(VENV) var demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var demo-out cityday-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,11 @@
 """The seed catalog: every node and numbered flow of the seed document, as route templates.
 
 NAME
-    catalog - load config/catalog/*.toml and judge a config route against the flow it names
+    catalog - load the seed catalog (gateway/catalog_data/*.toml) and judge a config route against it
 
 DESCRIPTION
-    The catalog is data (``config/catalog/``, see its README): one file of nodes and one file per
+    The catalog is data (``gateway/catalog_data/``, also reached as ``config/catalog/`` in a source
+    checkout; see its README): one file of nodes and one file per
     seed document. A seed reference is ``DOCUMENT:NUMBER`` in the seed's own numbering
     (``jimu:1-⑥``, ``ido-ocr:⑤``; ``jimu:1-6`` is read as ``jimu:1-⑥``), optionally with ``/N``
     to name one leg of a multi-hop flow (``jimu:1-⑫/2``).
@@ -18,8 +19,9 @@ DESCRIPTION
     ``advise_route(route)`` returns non-fatal advice for ``jgw check-config`` (ordering, encoding,
     a leg that runs on 住基ネット).
 
-    The catalog is found in $JGW_CATALOG, then ``config/catalog`` next to the package (a source
-    checkout), then ``<prefix>/share/jgw/catalog`` (an installed bundle).
+    The catalog ships inside the package (``gateway/catalog_data``, package data of the wheel) and
+    is found with ``importlib.resources``, in a source checkout and an installed bundle alike;
+    ``$JGW_CATALOG`` names another directory instead (to try an amended catalog before it ships).
 
 Security: reads local files shipped with jgw; no message data.
 """
@@ -28,20 +30,17 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from gateway.config import Options
 from gateway.errors import ConfigError
+from gateway.options import Options
 from gateway.policy.detector import EncodingError, canonical_encoding
-
-if TYPE_CHECKING:
-    from gateway.config import RouteConfig
 
 KINDS = ("message", "manual", "internal", "summary", "no-linkage")
 NODE_KINDS = ("system", "terminal", "person", "outside")
@@ -161,14 +160,21 @@ def normalise_number(num: str) -> str:
     return f"{head}-{tail}" if head else tail
 
 
+#: The package directory holding the catalog files (package data, listed in pyproject.toml).
+DATA_PACKAGE_DIR = "catalog_data"
+
+
 def default_directory() -> Path:
+    """$JGW_CATALOG, else the catalog shipped inside the package."""
     env = os.environ.get("JGW_CATALOG")
     if env:
         return Path(env)
-    source = Path(__file__).resolve().parent.parent / "config" / "catalog"
-    if source.is_dir():
-        return source
-    return Path(sys.prefix) / "share" / "jgw" / "catalog"
+    shipped = resources.files("gateway") / DATA_PACKAGE_DIR
+    if isinstance(shipped, Path):
+        return shipped
+    # a zipped package (zipimport): the loader reads directories, so hand it a real one
+    raise ConfigError(str(shipped), "", "the catalog is inside a zipped package; install jgw unpacked "
+                                        "(pip install) or set JGW_CATALOG to a catalog directory")
 
 
 @lru_cache(maxsize=4)
@@ -215,7 +221,9 @@ def _read(path: Path) -> Options:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(str(path), "", "catalog file not found (set JGW_CATALOG?)") from exc
+        where = ("$JGW_CATALOG names this directory" if os.environ.get("JGW_CATALOG")
+                 else "the installed package is incomplete: reinstall jgw")
+        raise ConfigError(str(path), "", f"catalog file not found ({where})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -353,7 +361,22 @@ def _check_references(cat: Catalog) -> None:
 
 # --- judging config routes ---------------------------------------------------------------------
 
-def check_route(route: RouteConfig, catalog: Catalog | None = None) -> str | None:
+class RouteTerms(Protocol):
+    """What the catalog judges of a configured route (``gateway.config.RouteConfig`` has it all)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def seed(self) -> str | None: ...
+    @property
+    def personal_number(self) -> str: ...
+    @property
+    def ordering_header(self) -> str | None: ...
+    @property
+    def payload_encoding(self) -> str | None: ...
+
+
+def check_route(route: RouteTerms, catalog: Catalog | None = None) -> str | None:
     """Why ``route`` may not exist given the seed flow it names, or None when it may."""
     if route.seed is None:
         return None
@@ -389,7 +412,7 @@ def _strictest_basis(flow: Flow) -> str:
     return f"{names}: {forbidden[0].basis}; name one leg with /N"
 
 
-def advise_route(route: RouteConfig, catalog: Catalog | None = None) -> list[str]:
+def advise_route(route: RouteTerms, catalog: Catalog | None = None) -> list[str]:
     """Non-fatal advice on a route that ``check_route`` accepts (empty when nothing to say)."""
     if route.seed is None or check_route(route, catalog) is not None:
         return []

@@ -11,30 +11,43 @@ URL is shown (``redact_url``).
 
 from __future__ import annotations
 
-import builtins
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.audit import AuditSettings
+from gateway.audit.settings import AuditSettings, audit_settings
+from gateway.catalog import check_route
+from gateway.errors import ConfigError, NoInputError, PermissionError_
+from gateway.files.settings import (
+    FILE_PREFETCH,
+    FILE_SINKS,
+    FILE_SOURCES,
+    FRAME_OVERHEAD,
+    H_FILE,
+    H_FILE_ORDER,
+    MAX_HELD,
+    SINK_KINDS,
+    SOURCE_KINDS,
+    FileSettings,
+    FileSinkConfig,
+    FileSourceConfig,
+    parse_endpoint,
+    parse_file_sink,
+    parse_file_source,
+    parse_sftp,
+)
+from gateway.options import Options, _kind, parse_duration, redact_url
+from gateway.policy.redact import contains_personal_number
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 AMQP_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,200}$")
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2,
-               "GB": 1000**3}
+TOPIC_RE = re.compile(r"^[A-Za-z0-9_.:*#-]{0,200}$")
 
 # Built-in route defaults. [defaults] in the file overrides these; a route overrides both.
 ROUTE_DEFAULTS: dict[str, Any] = {
@@ -50,160 +63,6 @@ ROUTE_DEFAULTS: dict[str, Any] = {
 
 #: Ordered routes hold a failing delivery while they retry it; stay well inside consumer_timeout.
 ORDERED_RETRY_BUDGET = 25 * 60.0
-
-T = TypeVar("T")
-_MISSING: Any = object()
-
-
-def parse_duration(text: str | int | float) -> float:
-    """'250ms', '5s', '2m', '1h', '7d' or a number of seconds."""
-    if isinstance(text, bool):
-        raise ValueError("expected a duration such as '5s', got a boolean")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise ValueError(f"expected a duration such as '250ms', '5s', '2m', '1h' or '7d', got {text!r}")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-
-
-def parse_size(text: str | int) -> int:
-    """'512', '64KiB', '8MiB' (binary) or '1MB' (decimal); a plain integer is bytes."""
-    if isinstance(text, bool):
-        raise ValueError("expected a size such as '8MiB', got a boolean")
-    if isinstance(text, int):
-        if text < 0:
-            raise ValueError("a size cannot be negative")
-        return text
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ValueError(f"expected a size such as '512', '64KiB' or '8MiB', got {text!r}")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
-
-
-class Options:
-    """One TOML table being read strictly: take what you know, then ``done()`` refuses the rest."""
-
-    def __init__(self, file: str, path: str, table: Mapping[str, Any], base_dir: Path) -> None:
-        if not isinstance(table, Mapping):
-            raise ConfigError(file, path, f"expected a table, got {_kind(table)}")
-        self.file = file
-        self.path = path
-        self.base_dir = base_dir
-        self._table = dict(table)
-        self._seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name) if name else self.path, reason)
-
-    def has(self, name: str) -> bool:
-        return name in self._table
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        self._seen.add(name)
-        if name in self._table:
-            return self._table[name]
-        if default is _MISSING:
-            raise self.error(name, "required key is missing")
-        return default
-
-    def _typed(self, name: str, kind: type[T] | tuple[type, ...], default: Any, what: str) -> Any:
-        value = self.raw(name, default)
-        if value is default and default is not _MISSING:
-            return value
-        if isinstance(value, bool) and kind is not bool:
-            raise self.error(name, f"expected {what}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.error(name, f"expected {what}, got {_kind(value)}")
-        return value
-
-    def str(self, name: builtins.str, default: Any = _MISSING, *, pattern: re.Pattern[str] | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
-        value = self._typed(name, builtins.str, default, "a string")
-        if value is default and default is not _MISSING:
-            return value
-        if choices is not None and value not in choices:
-            raise self.error(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-        if pattern is not None and not pattern.match(value):
-            raise self.error(name, f"{value!r} does not match {pattern.pattern}")
-        return value
-
-    def int(self, name: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None,
-            max: builtins.int | None = None) -> Any:
-        value = self._typed(name, int, default, "an integer")
-        if value is default and default is not _MISSING:
-            return value
-        if min is not None and value < min:
-            raise self.error(name, f"must be at least {min}, got {value}")
-        if max is not None and value > max:
-            raise self.error(name, f"must be at most {max}, got {value}")
-        return value
-
-    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
-        return self._typed(name, bool, default, "true or false")
-
-    def duration(self, name: builtins.str, default: Any = _MISSING, *, min: builtins.float | None = None) -> Any:
-        value = self.raw(name, default)
-        if value is None:
-            return None
-        try:
-            seconds = parse_duration(value)
-        except (ValueError, TypeError) as exc:
-            raise self.error(name, str(exc)) from exc
-        if min is not None and seconds < min:
-            raise self.error(name, f"must be at least {min}s, got {seconds}s")
-        return seconds
-
-    def size(self, name: builtins.str, default: Any = _MISSING) -> builtins.int:
-        value = self.raw(name, default)
-        try:
-            return parse_size(value)
-        except (ValueError, TypeError) as exc:
-            raise self.error(name, str(exc)) from exc
-
-    def path_value(self, name: builtins.str, default: Any = _MISSING) -> Any:
-        value = self._typed(name, builtins.str, default, "a path")
-        if value is None or (value is default and default is not _MISSING and not isinstance(value, builtins.str)):
-            return value
-        p = Path(value)
-        return p if p.is_absolute() else (self.base_dir / p)
-
-    def list(self, name: builtins.str, default: Any = _MISSING) -> Any:
-        return self._typed(name, list, default, "a list")
-
-    def table(self, name: builtins.str, default: Any = _MISSING) -> Options:
-        value = self.raw(name, default)
-        return Options(self.file, self.key(name), value, self.base_dir)
-
-    def tables(self) -> Iterator[tuple[builtins.str, Options]]:
-        """Every key of this table, each read as a sub-table (for [brokers.X], [routes.X])."""
-        for name in list(self._table):
-            yield name, self.table(name)
-
-    def done(self) -> None:
-        unknown = sorted(set(self._table) - self._seen)
-        if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling; see docs/configuration.md)")
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
 
 @dataclass(frozen=True)
 class TlsConfig:
@@ -230,9 +89,26 @@ class BrokerConfig:
     reconnect_max: float
     blocked_timeout: float | None
     tls: TlsConfig | None
+    #: Where the password comes from when the URLs carry none (``with_password`` reads it).
+    password_file: Path | None = None
+    #: Name of a systemd credential (``LoadCredential=NAME:PATH``): ``$CREDENTIALS_DIRECTORY/NAME``.
+    credential: str | None = None
+    #: The password once read from its source; never shown (repr) and never in a URL.
+    password: str | None = field(default=None, repr=False, compare=False)
+    #: The config file this broker was read from, for messages about its password source.
+    file: str = ""
+    #: RabbitMQ management API base URLs (one per cluster node), asked for each quorum queue's
+    #: members and leader (``gateway.cluster.members``); empty: replicas are not checked.
+    management_urls: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return ", ".join(redact_url(u) for u in self.urls)
+        text = ", ".join(redact_url(u) for u in self.urls)
+        if self.credential is not None:
+            text += f" (password: systemd credential {self.credential}"
+            text += f", else {self.password_file})" if self.password_file is not None else ")"
+        elif self.password_file is not None:
+            text += f" (password: {self.password_file})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -244,13 +120,27 @@ class Binding:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """Where a route takes from: an AMQP queue (``kind = "amqp"``, the default), or files (``spool``,
+    ``sftp``, ``endpoint``: ``file`` holds the rest; ``broker`` and ``queue`` are empty then)."""
+
     broker: str
     queue: str
     bind: tuple[Binding, ...] = ()
+    kind: str = "amqp"
+    file: FileSourceConfig | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind in FILE_SOURCES
+
+    def describe(self) -> str:
+        return self.file.describe() if self.file is not None else f"{self.broker}:{self.queue}"
 
 
 @dataclass(frozen=True)
 class SinkConfig:
+    """Where a route delivers: an AMQP exchange (the default), or files (``directory``, ``sftp``)."""
+
     broker: str
     exchange: str
     routing_key: str
@@ -258,6 +148,17 @@ class SinkConfig:
     exchange_type: str | None = None
     #: When set, jgw declares this quorum queue and binds it (a final delivery queue).
     queue: str | None = None
+    kind: str = "amqp"
+    file: FileSinkConfig | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind in FILE_SINKS
+
+    def describe(self) -> str:
+        if self.file is not None:
+            return self.file.describe()
+        return f"{self.broker}:{self.exchange or '(default)'}/{self.routing_key}"
 
 
 @dataclass(frozen=True)
@@ -279,11 +180,24 @@ class RouteConfig:
     dedup: bool = True
     dedup_window: float = 7 * 86400.0
     ack_interval: float = 0.05
+    #: How instances share the source queue: "one" (one jgw instance runs the route, no standby; the
+    #: queue keeps the arguments it always had), "single-active" (RabbitMQ single-active-consumer: one
+    #: instance consumes, the others stand by) or "shared" (every instance consumes).
+    consumers: Literal["one", "single-active", "shared"] = "shared"
+    #: x-quorum-initial-group-size of the route's queues; None: the broker's default. Checked at start.
+    replicas: int | None = None
+    #: Publish the delivered ids to a replicated stream with each group commit (``gateway.cluster``).
+    replicate: bool = False
+    #: A process paused longer than this drops what it was about to publish (``gateway.cluster.fence``).
+    fence_after: float = 1.0
     #: Raw tables for the stages this route uses ("open", "policy", "seal"), validated when the
-    #: stages are built (``gateway.route.build_stages``).
+    #: stages are built (``gateway.route.chain.build_stages``).
     stage_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Where each effective value came from: "route", "defaults" or "built-in".
     origin: Mapping[str, str] = field(default_factory=dict)
+    #: Sizes and durations as written in the file (``"8MiB"``, ``"7d"``, ``["5s", "30s"]``), beside
+    #: the parsed values above, so ``jgw check-config`` echoes what the operator wrote.
+    written: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -316,6 +230,8 @@ class Config:
     routes: Mapping[str, RouteConfig]
     #: Where and how long evidence is kept (gateway.audit.AuditSettings); None when [audit] enabled = false.
     audit: AuditSettings | None = None
+    #: SFTP servers ([sftp.NAME]) and jgw's own SFTP endpoint ([endpoint]).
+    files: FileSettings = field(default_factory=FileSettings)
 
     def route(self, name: str) -> RouteConfig:
         return self.routes[name]
@@ -328,7 +244,12 @@ def load(path: str | Path) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
-        raise ConfigError(shown, "", "file not found") from exc
+        raise NoInputError(f"{shown}: config file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(shown, "", "is a directory, not a config file") from exc
+    except PermissionError as exc:
+        raise PermissionError_(f"{shown}: cannot read the config file as uid {os.getuid()} "
+                               f"({exc.strerror})") from exc
     except OSError as exc:
         raise ConfigError(shown, "", f"cannot read: {exc.strerror}") from exc
     try:
@@ -343,27 +264,38 @@ def load(path: str | Path) -> Config:
 def parse(data: Mapping[str, Any], file: str, base_dir: Path, path: Path | None = None) -> Config:
     top = Options(file, "", data, base_dir)
     node = _parse_node(top.table("node"))
-    brokers_opt = top.table("brokers")
+    brokers_opt = top.table("brokers", {})
     brokers = {name: _parse_broker(name, opt) for name, opt in brokers_opt.tables()}
-    if not brokers:
-        raise brokers_opt.error("", "at least one broker is required")
     defaults_opt = top.table("defaults", {})
     defaults = _parse_defaults(defaults_opt)
+    sftp = parse_sftp(top.table("sftp", {}), node.certs_dir)
+    endpoint = parse_endpoint(top.table("endpoint"), node.certs_dir) if top.has("endpoint") else None
+    files = FileSettings(sftp=sftp, endpoint=endpoint)
     routes_opt = top.table("routes", {})
     routes: dict[str, RouteConfig] = {}
-    sources: dict[tuple[str, str], str] = {}
+    sources: dict[tuple[str, ...], str] = {}
     for name, opt in routes_opt.tables():
-        route = _parse_route(name, opt, defaults, brokers)
-        key = (route.source.broker, route.source.queue)
+        route = _parse_route(name, opt, defaults, brokers, files)
+        if route.source.file is not None:
+            f = route.source.file
+            key: tuple[str, ...] = (f.server or "local", f.directory)
+            what = f"directory {f.directory!r}" + (f" on SFTP server {f.server!r}" if f.server else "")
+            at = "source.directory" if f.kind != "endpoint" else "source.account"
+        else:
+            key = (route.source.broker, route.source.queue)
+            what = f"queue {route.source.queue!r} on broker {route.source.broker!r}"
+            at = "source.queue"
         if key in sources:
-            raise opt.error("source.queue", f"queue {route.source.queue!r} on broker {route.source.broker!r} "
-                                            f"is already the source of route {sources[key]!r}")
+            raise opt.error(at, f"{what} is already the source of route {sources[key]!r}")
         sources[key] = name
         _check_against_catalog(route, opt)
         routes[name] = route
+    if not brokers and (not routes or any(not r.source.is_file or not r.sink.is_file for r in routes.values())):
+        raise brokers_opt.error("", "at least one broker is required (only a node whose routes all move files "
+                                    "between directories needs none)")
     audit = _parse_audit(top.table("audit", {}), node, routes)
     top.done()
-    return Config(file=path or Path(file), node=node, brokers=brokers, routes=routes, audit=audit)
+    return Config(file=path or Path(file), node=node, brokers=brokers, routes=routes, audit=audit, files=files)
 
 
 def _check_against_catalog(route: RouteConfig, opt: Options) -> None:
@@ -371,20 +303,17 @@ def _check_against_catalog(route: RouteConfig, opt: Options) -> None:
     no linkage; never looser about the 個人番号 than the catalog)."""
     if route.seed is None:
         return
-    from gateway.catalog import check_route
-
     reason = check_route(route)
     if reason:
         raise opt.error("seed", reason)
 
 
 def _parse_audit(opt: Options, node: NodeConfig, routes: Mapping[str, RouteConfig]) -> AuditSettings | None:
-    from gateway.audit import audit_settings
-
     if not opt.bool("enabled", True):
         opt.done()
         return None
-    return audit_settings(opt, node.state_dir, routes)
+    specific = frozenset(r.name for r in routes.values() if r.personal_number == "allowed" or r.seed)
+    return audit_settings(opt, node.state_dir, specific)
 
 
 def _parse_node(opt: Options) -> NodeConfig:
@@ -418,11 +347,50 @@ def _parse_node(opt: Options) -> NodeConfig:
 
 def _name(opt: Options, key: str, name: str) -> str:
     """Names become queue names, metric labels and log fields: none may look like a 個人番号."""
-    from gateway.redact import contains_personal_number
-
     if contains_personal_number(name):
         raise opt.error(key, "a name may not look like a 個人番号 (it would appear in logs and metrics)")
     return name
+
+
+CREDENTIAL_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,255}$")
+
+
+def _check_url(opt: Options, i: int, url: Any, password_source: bool, *, external: bool = False) -> None:
+    """Refuse a broker URL that pika could not use, naming ``urls[i]`` and why."""
+    key = f"urls[{i}]"
+    if not isinstance(url, str):
+        raise opt.error(key, f"expected a string, got {_kind(url)}")
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        if "IPv6" in str(exc):
+            raise opt.error(key, f"unclosed '[' in an IPv6 address: {shown!r} (write IPv6 as "
+                                 "amqp://[::1]:5672/VHOST)") from exc
+        raise opt.error(key, f"bad port in {shown!r} (expected 1-65535)") from exc
+    if parts.scheme not in ("amqp", "amqps"):
+        raise opt.error(key, f"expected amqp://HOST[:PORT]/VHOST or amqps://…, got {shown!r}")
+    if not host:
+        raise opt.error(key, f"no host in {shown!r}")
+    if port == 0:
+        raise opt.error(key, f"bad port in {shown!r}")
+    if parts.query or parts.fragment:
+        raise opt.error(key, f"query parameters are not used in {shown!r}: set heartbeat, connect_timeout "
+                             "and the like as keys of this broker")
+    vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if "/" in vhost:
+        raise opt.error(key, f"the virtual host is one path segment (write '/' as %2F) in {shown!r}")
+    if parts.username is not None and not parts.username:
+        raise opt.error(key, f"empty user name in {shown!r}")
+    if parts.password is not None and password_source:
+        raise opt.error(key, "the password is in the URL and in password_file/credential: give it once "
+                             "(preferably not in the config file)")
+    if parts.username is not None and parts.password is None and not password_source and not external:
+        raise opt.error(key, f"user {unquote(parts.username)!r} has no password: set password_file or "
+                             "credential for this broker (see docs/configuration.md), or use TLS with "
+                             "external_auth")
 
 
 def _parse_broker(name: str, opt: Options) -> BrokerConfig:
@@ -432,18 +400,6 @@ def _parse_broker(name: str, opt: Options) -> BrokerConfig:
     urls = opt.list("urls")
     if not urls:
         raise opt.error("urls", "at least one URL is required")
-    for i, url in enumerate(urls):
-        if not isinstance(url, str):
-            raise opt.error(f"urls[{i}]", f"expected a string, got {_kind(url)}")
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise opt.error(f"urls[{i}]", f"expected amqp://HOST[:PORT]/VHOST or amqps://…, got "
-                                          f"{redact_url(url)!r}")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise opt.error(f"urls[{i}]", f"bad port in {redact_url(url)!r}") from exc
-        unquote(parts.path)
     heartbeat = opt.int("heartbeat", 30, min=0, max=600)
     connect_timeout = opt.duration("connect_timeout", "10s", min=0.1)
     reconnect_min = opt.duration("reconnect_min", "0.5s", min=0.01)
@@ -455,12 +411,88 @@ def _parse_broker(name: str, opt: Options) -> BrokerConfig:
         tls = TlsConfig(server_hostname=t.str("server_hostname", None), external_auth=t.bool("external_auth", True),
                         ca=t.path_value("ca", None), crl=t.path_value("crl", None))
         t.done()
-        if any(urlsplit(u).scheme != "amqps" for u in urls):
-            raise opt.error("urls", "a broker with [tls] must use amqps:// URLs")
+    password_file = opt.path_value("password_file", None)
+    credential = opt.str("credential", None, pattern=CREDENTIAL_RE)
+    source = password_file is not None or credential is not None
+    for i, url in enumerate(urls):
+        _check_url(opt, i, url, source, external=tls is not None and tls.external_auth)
+    if tls is not None and any(urlsplit(u).scheme != "amqps" for u in urls):
+        raise opt.error("urls", "a broker with [tls] must use amqps:// URLs")
+    management = opt.list("management_urls", [])
+    for i, url in enumerate(management):
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.password:
+            raise opt.error(f"management_urls[{i}]", "expected http(s)://HOST:PORT of a RabbitMQ management "
+                                                     "listener, without a password (it comes from the broker's)")
     opt.done()
     return BrokerConfig(name=name, urls=tuple(urls), heartbeat=heartbeat, connect_timeout=connect_timeout,
                         reconnect_min=reconnect_min, reconnect_max=max(reconnect_min, reconnect_max),
-                        blocked_timeout=blocked_timeout, tls=tls)
+                        blocked_timeout=blocked_timeout, tls=tls, password_file=password_file,
+                        credential=credential, file=opt.file, management_urls=tuple(management))
+
+
+def read_password(broker: BrokerConfig) -> str | None:
+    """The broker's password from its source: the systemd credential when ``$CREDENTIALS_DIRECTORY``
+    is set (jgw under systemd with ``LoadCredential=``), else ``password_file``. None when the
+    broker has neither (the URLs carry the password, or TLS logs in). A file that group or others
+    can read is refused (exit 77), as private keys are; a missing one is a configuration error."""
+    where = f"brokers.{broker.name}"
+    if broker.credential is not None:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if directory:
+            return _read_secret(Path(directory) / broker.credential, broker.file, f"{where}.credential",
+                                check_mode=False)
+        if broker.password_file is None:
+            raise ConfigError(broker.file, f"{where}.credential",
+                              f"systemd credential {broker.credential!r}: $CREDENTIALS_DIRECTORY is not set "
+                              f"(run under systemd with LoadCredential={broker.credential}:PATH, or also set "
+                              "password_file for commands run by hand)")
+    if broker.password_file is not None:
+        return _read_secret(broker.password_file, broker.file, f"{where}.password_file", check_mode=True)
+    return None
+
+
+def _read_secret(path: Path, file: str, key: str, *, check_mode: bool) -> str:
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise ConfigError(file, key, f"{path}: file not found") from exc
+    except OSError as exc:
+        if exc.errno == 13:
+            raise PermissionError_(f"{file}: {key}: {path}: cannot read it as uid {os.getuid()} "
+                                   f"({exc.strerror})") from exc
+        raise ConfigError(file, key, f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(file, key, f"{path}: not a regular file")
+        if check_mode and stat.S_IMODE(st.st_mode) & 0o077:
+            raise PermissionError_(f"{file}: {key}: {path} is mode {stat.S_IMODE(st.st_mode):04o}, readable "
+                                   "beyond its owner; chmod 600 it (as a private key)")
+        data = os.read(fd, 65537)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, key, f"{path}: not UTF-8") from exc
+    if not text or len(data) > 65536 or "\n" in text:
+        raise ConfigError(file, key, f"{path}: expected the password alone on one line")
+    return text
+
+
+def with_password(broker: BrokerConfig) -> BrokerConfig:
+    """``broker`` with its password read from its source (unchanged when it has none)."""
+    if broker.password is not None or (broker.password_file is None and broker.credential is None):
+        return broker
+    return replace(broker, password=read_password(broker))
+
+
+def with_passwords(config: Config) -> Config:
+    """``config`` with every broker's password read (``jgw run`` does this at start)."""
+    return replace(config, brokers={name: with_password(b) for name, b in config.brokers.items()})
 
 
 def _parse_defaults(opt: Options) -> dict[str, Any]:
@@ -474,11 +506,13 @@ def _parse_defaults(opt: Options) -> dict[str, Any]:
     return values
 
 
-def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: Mapping[str, Any]) -> RouteConfig:
+def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: Mapping[str, Any],
+                 files: FileSettings | None = None) -> RouteConfig:
     if not NAME_RE.match(name):
         raise opt.error("", f"route name must match {NAME_RE.pattern} (it names queues and metric labels)")
     _name(opt, "", name)
     origin: dict[str, str] = {}
+    written: dict[str, Any] = {}
 
     def pick(key: str) -> tuple[Options, str]:
         """Where a value comes from: this route, [defaults], or the built-in default."""
@@ -490,25 +524,47 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
         opt.raw(key, None)
         return fallback, key
 
+    files = files or FileSettings()
     src = opt.table("source")
-    source = SourceConfig(broker=_broker_ref(src, brokers), queue=src.str("queue", pattern=_queue_re()),
-                          bind=tuple(_parse_bindings(src)))
-    src.done()
+    src_kind = src.str("kind", "amqp", choices=SOURCE_KINDS)
+    if src_kind == "amqp":
+        source = SourceConfig(broker=_broker_ref(src, brokers), queue=src.str("queue", pattern=_queue_re()),
+                              bind=tuple(_parse_bindings(src)))
+        src.done()
+    else:
+        source = SourceConfig(broker="", queue="", kind=src_kind, file=parse_file_source(src, src_kind, files))
     snk = opt.table("sink")
-    sink = SinkConfig(broker=_broker_ref(snk, brokers), exchange=snk.str("exchange", pattern=AMQP_NAME_RE),
-                      routing_key=snk.str("routing_key", "", pattern=AMQP_NAME_RE),
-                      exchange_type=snk.str("exchange_type", None,
-                                            choices=("direct", "topic", "fanout", "headers")),
-                      queue=snk.str("queue", None, pattern=_queue_re()))
-    snk.done()
-    if sink.exchange == "" and not sink.routing_key:
-        raise snk.error("routing_key", "with the default exchange \"\" the routing key must name the queue")
+    snk_kind = snk.str("kind", "amqp", choices=SINK_KINDS)
+    if snk_kind == "amqp":
+        sink = SinkConfig(broker=_broker_ref(snk, brokers), exchange=snk.str("exchange", pattern=AMQP_NAME_RE),
+                          routing_key=snk.str("routing_key", "", pattern=AMQP_NAME_RE),
+                          exchange_type=snk.str("exchange_type", None,
+                                                choices=("direct", "topic", "fanout", "headers")),
+                          queue=snk.str("queue", None, pattern=_queue_re()))
+        snk.done()
+        if sink.exchange == "" and not sink.routing_key:
+            raise snk.error("routing_key", "with the default exchange \"\" the routing key must name the queue")
+    else:
+        sink = SinkConfig(broker="", exchange="", routing_key="", kind=snk_kind,
+                          file=parse_file_sink(snk, snk_kind, files))
+    if source.is_file and sink.is_file and source.file and sink.file and source.file.server == sink.file.server \
+            and source.file.directory == sink.file.directory:
+        raise snk.error("directory", "the sink is the route's own source directory")
+    file_route = source.is_file or sink.is_file
 
-    o, k = pick("prefetch")
-    prefetch = o.int(k, min=1, max=65535)
+    if file_route and not opt.has("prefetch"):
+        # a file route holds up to prefetch frames of up to chunk_size each: [defaults] (made for
+        # messages) does not apply, the built-in file default does
+        origin["prefetch"] = "built-in"
+        opt.raw("prefetch", None)
+        prefetch = FILE_PREFETCH
+    else:
+        o, k = pick("prefetch")
+        prefetch = o.int(k, min=1, max=65535)
     o, k = pick("window")
     window = o.int(k, min=1, max=100000)
     o, k = pick("retry")
+    written[k] = o.raw(k)
     retry_opt, retry_key = o, k
     retry_raw = o.list(k)
     retry: list[float] = []
@@ -522,14 +578,17 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
     o, k = pick("delivery_limit")
     delivery_limit = o.int(k, min=1, max=1000)
     o, k = pick("max_size")
+    written[k] = o.raw(k)
     max_size = o.size(k)
     if max_size < 1 or max_size > 128 * 1024 * 1024:
         raise o.error(k, "must be between 1 byte and 128MiB (RabbitMQ's own limit is 128MiB)")
     o, k = pick("dedup")
     dedup = o.bool(k)
     o, k = pick("dedup_window")
+    written[k] = o.raw(k)
     dedup_window = o.duration(k, min=1.0)
     o, k = pick("ack_interval")
+    written[k] = o.raw(k)
     ack_interval = o.duration(k, min=0.001)
     o, k = pick("personal_number")
     if o is not opt and k not in defaults:
@@ -540,16 +599,33 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
     payload_encoding = o.str(k, None)
 
     ordering_header = None
+    if opt.has("ordering") and file_route:
+        raise opt.error("ordering", f"a file route is ordered by file (header {H_FILE!r}): one frame of a "
+                                    "file at a time, in order; it takes no ordering table")
+    if file_route and not source.is_file:
+        ordering_header = H_FILE  # frames arrive over AMQP: the file id is their ordering key
+    if source.file is not None and source.file.in_order:
+        ordering_header = H_FILE_ORDER  # one key for every frame: files one after the other
+    if source.file is not None:
+        held = prefetch * source.file.chunk_size
+        if held > MAX_HELD:
+            raise opt.error("prefetch", f"prefetch {prefetch} × chunk_size {source.file.chunk_size} bytes would "
+                                        f"hold {held} bytes in memory, more than {MAX_HELD}")
+        if source.file.chunk_size + FRAME_OVERHEAD > max_size:
+            raise opt.error("max_size", f"{max_size} bytes cannot carry a frame of chunk_size "
+                                        f"{source.file.chunk_size} bytes plus its header (set max_size to at least "
+                                        f"chunk_size + {FRAME_OVERHEAD})")
     if opt.has("ordering"):
         ordr = opt.table("ordering")
         ordering_header = ordr.str("header", pattern=HEADER_RE)
         ordr.done()
-        # an ordered route retries in place, holding the delivery unacknowledged; RabbitMQ closes a
-        # channel whose delivery stays unacknowledged for consumer_timeout (30 minutes by default)
-        if sum(retry) > ORDERED_RETRY_BUDGET:
-            raise retry_opt.error(retry_key, "an ordered route retries in place: its retry delays add up to "
-                                             f"{sum(retry):g}s, more than {ORDERED_RETRY_BUDGET:g}s "
-                                             "(RabbitMQ's consumer_timeout is 30 minutes)")
+    # an ordered route retries in place, holding the delivery unacknowledged; RabbitMQ closes a
+    # channel whose delivery stays unacknowledged for consumer_timeout (30 minutes by default)
+    if ordering_header is not None and not source.is_file and sum(retry) > ORDERED_RETRY_BUDGET:
+        raise retry_opt.error(retry_key, "an ordered route retries in place: its retry delays add up to "
+                                         f"{sum(retry):g}s, more than {ORDERED_RETRY_BUDGET:g}s "
+                                         "(RabbitMQ's consumer_timeout is 30 minutes)")
+    consumers, replicas, replicate, fence_after = _parse_cluster(opt, source, ordering_header, dedup, brokers)
     stage_tables: dict[str, Mapping[str, Any]] = {}
     for kind in ("open", "policy", "seal"):
         if opt.has(kind):
@@ -564,9 +640,49 @@ def _parse_route(name: str, opt: Options, defaults: Mapping[str, Any], brokers: 
         payload_encoding=payload_encoding, seed=opt.str("seed", None), description=opt.str("description", ""),
         enabled=opt.bool("enabled", True), prefetch=prefetch, window=window, retry=tuple(retry),
         delivery_limit=delivery_limit, max_size=max_size, ordering_header=ordering_header, dedup=dedup,
-        dedup_window=dedup_window, ack_interval=ack_interval, stage_tables=stage_tables, origin=origin)
+        dedup_window=dedup_window, ack_interval=ack_interval, consumers=consumers, replicas=replicas,
+        replicate=replicate, fence_after=fence_after, stage_tables=stage_tables, origin=origin, written=written)
     opt.done()
     return route
+
+
+def _parse_cluster(opt: Options, source: SourceConfig, ordering_header: str | None, dedup: bool,
+                   brokers: Mapping[str, Any]) -> tuple[Any, int | None, bool, float]:
+    """Scale-out keys of a route: how instances share its queue, its replicas, the dedup stream, the
+    fence. An ordered AMQP route defaults to one instance ("one"): standby instances are opted into
+    with "single-active", which changes the queue's arguments (RabbitMQ refuses that on an existing
+    queue, so an upgrade must never do it by default)."""
+    keys = ("consumers", "replicas", "replicate", "fence_after")
+    if source.is_file:
+        for key in keys:
+            if opt.has(key):
+                raise opt.error(key, "only a route with an AMQP source is shared between instances")
+        return "one", None, False, 1.0
+    ordered = ordering_header is not None
+    consumers = opt.str("consumers", "one" if ordered else "shared", choices=("one", "single-active", "shared"))
+    if ordered and consumers == "shared":
+        raise opt.error("consumers", "an ordered route needs one consumer at a time ('one', or 'single-active' "
+                                     "for standby instances): two instances would deliver one key's messages "
+                                     "out of order")
+    replicas = opt.int("replicas", None, min=1, max=9)
+    single = consumers == "single-active"
+    replicate = opt.bool("replicate", single and dedup)
+    if replicate and not dedup:
+        raise opt.error("replicate", "replicating dedup state needs dedup = true")
+    if replicate and not single:
+        raise opt.error("replicate", "only a 'single-active' route can replicate its dedup state ('one' has "
+                                     "no standby to read it; 'shared' consumers would race each other's ids)")
+    fence_after = opt.duration("fence_after", "1s", min=0.1)
+    heartbeat = getattr(brokers.get(source.broker), "heartbeat", 0)
+    if single:
+        if heartbeat == 0:
+            raise opt.error("consumers", f"a 'single-active' route needs broker {source.broker!r} to use "
+                                         "heartbeats (heartbeat > 0): a hung instance is only noticed by them")
+        if fence_after >= heartbeat:
+            raise opt.error("fence_after", f"must be shorter than broker {source.broker!r}'s heartbeat "
+                                           f"({heartbeat}s): the broker gives a hung instance's messages to "
+                                           "another after about that long")
+    return consumers, replicas, replicate, fence_after
 
 
 def _queue_re() -> re.Pattern[str]:
@@ -585,10 +701,11 @@ def _parse_bindings(src: Options) -> list[Binding]:
     out = []
     for i, item in enumerate(src.list("bind", [])):
         b = Options(src.file, f"{src.key('bind')}[{i}]", item, src.base_dir)
+        kind = b.str("exchange_type", "direct", choices=("direct", "topic", "fanout", "headers"))
+        # a topic binding may use the wildcards * (one word) and # (any words)
         out.append(Binding(exchange=b.str("exchange", pattern=AMQP_NAME_RE),
-                           routing_key=b.str("routing_key", "", pattern=AMQP_NAME_RE),
-                           exchange_type=b.str("exchange_type", "direct",
-                                               choices=("direct", "topic", "fanout", "headers"))))
+                           routing_key=b.str("routing_key", "", pattern=TOPIC_RE if kind == "topic" else AMQP_NAME_RE),
+                           exchange_type=kind))
         if not out[-1].exchange:
             raise b.error("exchange", "cannot bind to the default exchange; name an exchange")
         b.done()

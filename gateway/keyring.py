@@ -8,6 +8,12 @@ it belong to the named peers; the only trust decision made later, per message, i
 ``Keyring.check_certificate`` on the sender's signing certificates (unknown CA, expired, revoked,
 wrong purpose).
 
+Node binding: a certificate belongs to the node its subjectAltName names as the URI
+``urn:jgw:node:<node-id>``, and names exactly one (``certificate_node_id``); the CN and dNSNames do
+not count. ``PeerKeys`` refuses a certificate that names another node than the peer it is filed
+under, ``Keyring`` a signing identity that does not name the keyring's node, and the opener checks
+the signed sender against its certificates again on every verify.
+
 Key ids: every public key is named by ``key_id()``, the first 16 bytes of SHA-256 over its DER
 SubjectPublicKeyInfo, as 32 lower-case hex digits. The hybrid KEM key (ML-KEM-768 + X25519) is
 named by SHA-256 over the two SPKIs concatenated, ML-KEM first (``hybrid_key_id()``). The id is a
@@ -50,6 +56,9 @@ PURPOSES: tuple[str, ...] = (PURPOSE_SIGNING, PURPOSE_ENCRYPTION)
 
 KEY_ID_BYTES = 16
 
+#: The subjectAltName URI that binds a certificate to a node: this prefix, then the node id.
+NODE_URI_PREFIX = "urn:jgw:node:"
+
 EncryptionPublicKey: TypeAlias = ec.EllipticCurvePublicKey | hpke.MLKEM768X25519PublicKey
 EncryptionPrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | hpke.MLKEM768X25519PrivateKey
 SpkiKey: TypeAlias = (ec.EllipticCurvePublicKey | mldsa.MLDSA65PublicKey | mlkem.MLKEM768PublicKey
@@ -66,12 +75,73 @@ class KeyringError(JgwError):
 class CertificateUntrusted(DataError):
     """A certificate failed the trust check. ``code`` is short: ``unknown-ca``, ``expired``,
     ``not-yet-valid``, ``revoked``, ``wrong-purpose``, ``invalid-ca``, ``chain-too-long``,
-    ``bad-time`` (the codes of ``gateway.pki.errors.REFUSAL_CODES`` where they overlap)."""
+    ``bad-time``, ``name-mismatch`` (the codes of ``gateway.pki.errors.REFUSAL_CODES`` where they overlap)."""
 
     def __init__(self, code: str, detail: str) -> None:
         self.code = code
         self.detail = detail
         super().__init__(f"certificate not trusted ({code}): {detail}")
+
+
+def certificate_node_ids(cert: x509.Certificate) -> list[str]:
+    """Every node id a certificate names: the subjectAltName URIs that start with ``urn:jgw:node:``
+    (byte for byte), in order, with the prefix removed. Other names (CN, dNSName, other URIs) are not
+    node ids."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [u[len(NODE_URI_PREFIX):] for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+            if u.startswith(NODE_URI_PREFIX)]
+
+
+def _describe_node_ids(ids: list[str]) -> str:
+    if not ids:
+        return "no node"
+    return f"node {ids[0]}" if len(ids) == 1 else f"{len(ids)} nodes ({', '.join(ids)})"
+
+
+def certificate_node_id(cert: x509.Certificate) -> str:
+    """The one node a certificate belongs to; ``CertificateUntrusted('name-mismatch')`` when it names
+    none or more than one."""
+    ids = certificate_node_ids(cert)
+    if len(ids) != 1:
+        raise CertificateUntrusted("name-mismatch", f"{cert.subject.rfc4514_string()} names "
+                                                    f"{_describe_node_ids(ids)}; a certificate names its node "
+                                                    f"as its one subjectAltName URI {NODE_URI_PREFIX}<node-id>")
+    return ids[0]
+
+
+def check_node_binding(cert: x509.Certificate, node_id: str) -> None:
+    """Raise ``CertificateUntrusted('name-mismatch')`` unless ``cert`` names exactly ``node_id``."""
+    ids = certificate_node_ids(cert)
+    if ids != [node_id]:
+        raise CertificateUntrusted("name-mismatch", f"{cert.subject.rfc4514_string()} names "
+                                                    f"{_describe_node_ids(ids)}, not {node_id} (a certificate "
+                                                    f"names its node as its one subjectAltName URI "
+                                                    f"{NODE_URI_PREFIX}{node_id})")
+
+
+#: CRL entry reasons that say the key itself was not compromised: a certificate revoked for one of them
+#: still counts for messages created before its revocation date. Any other reason (keyCompromise,
+#: cACompromise, aACompromise, certificateHold, unspecified, removeFromCRL) or none revokes it for every
+#: created-at: the signer writes created-at, so only a CA's word that the key is safe lets an earlier
+#: date count (docs/envelope.md section 9, check 6).
+DATED_REVOCATION_REASONS: frozenset[x509.ReasonFlags] = frozenset({
+    x509.ReasonFlags.superseded, x509.ReasonFlags.cessation_of_operation, x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.privilege_withdrawn})
+#: The start of time, for a revocation that counts for every created-at.
+ALWAYS = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def revoked_from(entry: x509.RevokedCertificate) -> dt.datetime:
+    """From which created-at a CRL entry revokes: its revocationDate when its reason is one of
+    ``DATED_REVOCATION_REASONS``, else ``ALWAYS``."""
+    try:
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return ALWAYS
+    return entry.revocation_date_utc if reason in DATED_REVOCATION_REASONS else ALWAYS
 
 
 def key_id(public_key: SpkiKey) -> str:
@@ -225,6 +295,11 @@ class PeerKeys:
             if certificate_key_id(cert) != kid:
                 raise KeyringError(f"peer {self.node_id}: signing certificate filed under key id {kid} "
                                    f"has key id {certificate_key_id(cert)}")
+            try:
+                check_node_binding(cert, self.node_id)
+            except CertificateUntrusted as exc:
+                raise KeyringError(f"peer {self.node_id}: signing certificate (key id {kid}) is not "
+                                   f"{self.node_id}'s: {exc.detail}") from exc
         for kid, key in self.encryption_keys.items():
             if key.key_id != kid:
                 raise KeyringError(f"peer {self.node_id}: encryption key filed under {kid} "
@@ -314,10 +389,12 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 class CaTrust:
     """A small private-PKI trust policy: chains up to one of ``anchors`` through ``intermediates``,
-    every certificate valid at ``at``, none revoked by a loaded CRL of its issuer, leaf profile per
-    purpose (``check_purpose``). CRL freshness is the loader's concern: build a new CaTrust (and a new
-    Keyring) when CRLs are refreshed. A verified chain's validity interval is cached, so the per-message
-    cost after the first is a dictionary lookup."""
+    every certificate valid at ``at``, none revoked as of ``at`` by a loaded CRL of its issuer
+    (``revoked_from``: from the revocation date for a reason that says the key was not compromised,
+    else for every ``at``), leaf profile per purpose (``check_purpose``). CRL freshness is the loader's
+    concern: build a new CaTrust (and a new Keyring) when CRLs are refreshed. A verified chain's
+    validity interval and revocation instant are cached, so the per-message cost after the first is a
+    dictionary lookup."""
 
     __slots__ = ("_anchors", "_by_subject", "_cache", "_crls", "_lock", "max_depth")
 
@@ -329,8 +406,10 @@ class CaTrust:
             self._by_subject.setdefault(c.subject, []).append(c)
         self._crls = list(crls)
         self.max_depth = max_depth
-        #: (id(cert), purpose) -> (cert, chain validity window); the cert is kept so its id is not reused
-        self._cache: dict[tuple[int, str], tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
+        #: (id(cert), purpose) -> (cert, chain validity window, revoked from); the cert is kept so its id
+        #: is not reused
+        self._cache: dict[tuple[int, str], tuple[x509.Certificate, dt.datetime, dt.datetime,
+                                                 dt.datetime | None]] = {}
         self._lock = threading.Lock()
 
     def check_certificate(self, cert: x509.Certificate, purpose: str, at: dt.datetime) -> None:
@@ -338,11 +417,15 @@ class CaTrust:
             raise CertificateUntrusted("bad-time", "check time must be timezone-aware")
         cached = self._cache.get((id(cert), purpose))
         if cached is None or cached[0] is not cert:
-            not_before, not_after = self._verify_chain(cert, purpose)
+            not_before, not_after, revoked = self._verify_chain(cert, purpose)
             with self._lock:
-                self._cache[(id(cert), purpose)] = (cert, not_before, not_after)
+                self._cache[(id(cert), purpose)] = (cert, not_before, not_after, revoked)
         else:
-            _, not_before, not_after = cached
+            _, not_before, not_after, revoked = cached
+        if revoked is not None and at >= revoked:
+            when = "" if revoked == ALWAYS else f" from {revoked.isoformat()}"
+            raise CertificateUntrusted("revoked", f"{cert.subject.rfc4514_string()} serial {cert.serial_number:x} "
+                                                  f"(or a CA above it) is revoked{when} by its issuer's CRL")
         if at < not_before:
             raise CertificateUntrusted("not-yet-valid", f"{cert.subject.rfc4514_string()} (or its chain) is "
                                                         f"not valid before {not_before.isoformat()}")
@@ -350,13 +433,15 @@ class CaTrust:
             raise CertificateUntrusted("expired", f"{cert.subject.rfc4514_string()} (or its chain) expired "
                                                   f"{not_after.isoformat()}")
 
-    def _verify_chain(self, leaf: x509.Certificate, purpose: str) -> tuple[dt.datetime, dt.datetime]:
+    def _verify_chain(self, leaf: x509.Certificate, purpose: str
+                      ) -> tuple[dt.datetime, dt.datetime, dt.datetime | None]:
         check_purpose(leaf, purpose)
         not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        revoked: dt.datetime | None = None
         current = leaf
         for _depth in range(self.max_depth + 1):
             if current.fingerprint(hashes.SHA256()) in self._anchors:
-                return not_before, not_after
+                return not_before, not_after, revoked
             issuer = self._find_issuer(current)
             if issuer is None:
                 raise CertificateUntrusted("unknown-ca", f"{leaf.subject.rfc4514_string()}: no trusted "
@@ -364,7 +449,9 @@ class CaTrust:
             if not _is_ca(issuer):
                 raise CertificateUntrusted("invalid-ca",
                                            f"issuer {issuer.subject.rfc4514_string()} is not a CA")
-            self._check_revocation(current, issuer)
+            when = self._revocation(current, issuer)
+            if when is not None:
+                revoked = when if revoked is None else min(revoked, when)
             not_before = max(not_before, issuer.not_valid_before_utc)
             not_after = min(not_after, issuer.not_valid_after_utc)
             current = issuer
@@ -380,16 +467,18 @@ class CaTrust:
             return cand
         return None
 
-    def _check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    def _revocation(self, cert: x509.Certificate, issuer: x509.Certificate) -> dt.datetime | None:
+        """From which instant a loaded CRL of ``issuer`` revokes ``cert`` (``revoked_from``), or None."""
         for crl in self._crls:
             if crl.issuer != issuer.subject:
                 continue
             public = issuer.public_key()
             if not isinstance(public, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public):
                 continue
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-                raise CertificateUntrusted("revoked", f"{cert.subject.rfc4514_string()} serial "
-                                                      f"{cert.serial_number:x} is revoked")
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None:
+                return revoked_from(entry)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,6 +512,15 @@ class Keyring:
         for nid, peer in self.peers.items():
             if peer.node_id != nid:
                 raise KeyringError(f"peer filed under {nid} is {peer.node_id}")
+        if self.signing is not None:
+            own = [self.signing.certificate]
+            own += [self.signing.mldsa_certificate] if self.signing.mldsa_certificate is not None else []
+            for cert in own:
+                try:
+                    check_node_binding(cert, self.node_id)
+                except CertificateUntrusted as exc:
+                    raise KeyringError(f"node {self.node_id} cannot sign with a certificate that is not its "
+                                       f"own: {exc.detail}") from exc
         object.__setattr__(self, "decryption_keys", _frozen_map(self.decryption_keys))
         object.__setattr__(self, "encryption_key_ids", _frozen_map(self.encryption_key_ids))
         object.__setattr__(self, "peers", _frozen_map(self.peers))
@@ -454,6 +552,13 @@ class Keyring:
 
     def peer(self, node_id: str) -> PeerKeys | None:
         return self.peers.get(node_id)
+
+    def signing_key_owner(self, key_id_hex: str) -> str | None:
+        """The node (this one or a peer) whose signing certificates include ``key_id_hex``, if any."""
+        own = self.signing
+        if own is not None and key_id_hex in (own.key_id, own.mldsa_key_id):
+            return self.node_id
+        return next((nid for nid, p in self.peers.items() if key_id_hex in p.signing_certificates), None)
 
     def own_encryption_key(self, suite: str) -> EncryptionKey:
         kid = self.encryption_key_ids.get(suite)

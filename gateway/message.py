@@ -35,9 +35,10 @@ def sent_at(headers: Mapping[str, Any] | None, timestamp: int | None) -> float |
     return float(timestamp) if timestamp is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=True)
 class Message:
-    """One message between source and sink.
+    """One message between source and sink. Treat it as immutable: a stage makes a changed copy
+    with ``replace`` (not frozen only because a frozen dataclass costs the hot path 1.3 µs a message).
 
     ``message_id`` is the identity used for dedup and evidence; every stage keeps it (``open``
     may replace it with the id proven by the signed envelope header, which must match).

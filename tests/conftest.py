@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway.testing.harness import MAIN_URL, Amqp, Names, NodeFactory, render_config
-from gateway.testing.rabbitnode import port_open
+from tests.amqp.amqplib import node_with_amqplib
+from tests.lab.harness import MAIN_URL, Amqp, Names, NodeFactory, render_config
+from tests.lab.rabbitnode import port_open
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,7 @@ def names(amqp: Amqp) -> Iterator[Names]:
 def _route_queues(configs: list[Path]) -> list[str]:
     """Queues jgw declared on the main broker for these configs' routes (retry tiers, sources)."""
     from gateway import config as config_mod
-    from gateway.topology import retry_queue
+    from gateway.amqp.topology import retry_queue
 
     out: list[str] = []
     for path in configs:
@@ -51,6 +52,8 @@ def _route_queues(configs: list[Path]) -> list[str]:
         except Exception:
             continue
         for route in cfg.routes.values():
+            if route.source.is_file:
+                continue
             out.append(route.source.queue)
             out += [retry_queue(route, i) for i in range(len(route.retry))]
             if route.sink.queue:
@@ -64,15 +67,23 @@ def node_config(tmp_path: Path, main_broker: str, names: Names) -> NodeFactory:
     counter = [0]
 
     def make(routes: dict[str, dict[str, Any]], *, brokers: dict[str, dict[str, Any]] | None = None,
-             node_id: str = "test-node", defaults: dict[str, Any] | None = None, **node: Any) -> Path:
+             node_id: str = "test-node", defaults: dict[str, Any] | None = None,
+             tables: dict[str, dict[str, Any]] | None = None, **node: Any) -> Path:
         counter[0] += 1
         base = tmp_path / f"{node_id}-{counter[0]}"
         base.mkdir(parents=True, exist_ok=True)
         node_table = {"id": node_id, "state_dir": str(base / "state"), **node}
-        text = render_config(node_table, brokers or {"local": {"urls": [main_broker]}}, routes, defaults)
+        text = render_config(node_table, brokers or {"local": {"urls": [main_broker]}}, routes, defaults,
+                             tables=tables)
         path = base / "jgw.toml"
         path.write_text(text)
         names.configs.append(path)
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Node.js with amqplib: a client that is not pika (skipped only when node is not installed)."""
+    return node_with_amqplib()

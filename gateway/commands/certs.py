@@ -5,8 +5,10 @@ or ``--certs-dir DIR --node ID``. Verbs that change the directory hold its lock,
 interrupted run left, and accept ``--dry-run``, which runs every check and changes nothing.
 ``rotate`` and ``rollback`` then send SIGHUP to the daemon named by ``<state_dir>/jgw.pid``.
 
-Run as root, a verb switches to the user that owns the certs directory (jgw) before it touches
-anything, so new files belong to the daemon's user.
+Run as root, a verb first reads the files you name (they may be readable by root only) and loads
+everything it needs, then switches to the user that owns the certs directory (jgw) before it
+touches anything, so new files belong to the daemon's user. A file that user cannot read is
+refused with its name and the user's.
 
 Exit codes: 0 done (status: everything in order); 1 status found something to act on (expired,
 expiring within --warn-days, refused, CRL due within --crl-warn-hours, repair pending);
@@ -24,14 +26,15 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gateway import config as config_mod
-from gateway.errors import JgwError, NoInputError, PermissionError_, UsageError
+from gateway.amqp.blocking import check_login
+from gateway.errors import JgwError, NoInputError, UsageError
 from gateway.pki.errors import os_errors
 from gateway.pki.generation import SLOT_BY_NAME, load_generation
 from gateway.pki.install import (
@@ -43,9 +46,10 @@ from gateway.pki.install import (
     install_peer_file,
 )
 from gateway.pki.layout import CertsDir
+from gateway.pki.privileges import become_owner
 from gateway.pki.rotation import Outcome, changing, check_daemon_can_read, rollback, rotate, signal_daemon
 from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
-from gateway.pki.tls import TlsFiles, check_login, for_broker
+from gateway.pki.tls import TlsFiles, for_broker
 from gateway.pki.trust import TrustStore
 
 PID_FILE = "jgw.pid"
@@ -69,7 +73,10 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", help="the node id (instead of, or overriding, the config)")
 
 
-def target(args: argparse.Namespace) -> Target:
+def target(args: argparse.Namespace, inputs: Iterable[Path] = ()) -> Target:
+    """The node the command works on. Run as root, this reads ``inputs`` (the files staff named) and
+    imports every module the verb may need, then switches to the certs directory's owner
+    (``gateway.pki.privileges``)."""
     cfg = config_mod.load(args.config) if args.config else None
     certs_dir = args.certs_dir or (cfg.node.certs_dir if cfg else None)
     node_id = args.node or (cfg.node.id if cfg else None)
@@ -78,28 +85,8 @@ def target(args: argparse.Namespace) -> Target:
     if not config_mod.NAME_RE.match(node_id):
         raise UsageError(f"--node {node_id!r}: a node id must match {config_mod.NAME_RE.pattern}")
     state_dir = getattr(args, "state_dir", None) or (cfg.node.state_dir if cfg else None)
-    become_owner(Path(certs_dir))
+    become_owner(Path(certs_dir), inputs)
     return Target(Path(certs_dir), node_id, Path(state_dir) if state_dir else None, cfg)
-
-
-def become_owner(certs_dir: Path) -> None:
-    """Run as root, switch for good to the user owning the certs directory (jgw), so every file this
-    command writes belongs to the daemon's user and the 0600 rule means the same for both."""
-    if os.geteuid() != 0:
-        return
-    try:
-        st = certs_dir.stat()
-    except FileNotFoundError:
-        return  # a first installation creates it (as root; see certs/README.md on ownership)
-    if st.st_uid == 0:
-        return
-    try:
-        os.setgroups([])
-        os.setgid(st.st_gid)
-        os.setuid(st.st_uid)
-    except OSError as exc:
-        raise PermissionError_(f"{certs_dir}: cannot switch to its owner uid {st.st_uid}: "
-                               f"{exc.strerror}") from exc
 
 
 def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -239,7 +226,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         # with --certs-dir and --node no config is read, so the first positional is a FILE too
         args.files.insert(0, Path(args.config))
         args.config = None
-    t = target(args)
+    t = target(args, [*args.files, *([args.key] if args.key else [])])
     cd = CertsDir(t.certs_dir)
     done: list[Installed] = []
     failed: list[tuple[Path, JgwError]] = []
@@ -304,7 +291,8 @@ def _check_brokers(t: Target, staged: Path) -> list[str]:
             parts = urlsplit(url)
             host = parts.hostname or "localhost"
             port = parts.port or 5671
-            check_login(host, port, ctx, server_hostname=broker.tls.server_hostname or host)
+            vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"  # as the daemon logs in
+            check_login(host, port, ctx, server_hostname=broker.tls.server_hostname or host, vhost=vhost)
             lines.append(f"broker {broker.name} ({host}:{port}) accepts the new TLS certificate")
     return lines
 

@@ -19,24 +19,26 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config import NAME_RE, parse_duration
+from gateway.config import NAME_RE
 from gateway.envelope import codec, keyfiles
 from gateway.envelope.errors import REASONS
 from gateway.envelope.inner import Contents
 from gateway.envelope.opener import Opener, OpenPolicy
 from gateway.envelope.sealer import Sealer, SealItem
 from gateway.errors import DataError, NoInputError, UsageError
+from gateway.ids import new_message_id
 from gateway.keyring import SUITE_NAMES, CaTrust, Keyring, PeerKeys
+from gateway.options import parse_duration
 from gateway.pki.material import load_node_material
 
 DESCRIPTION = """\
@@ -59,7 +61,9 @@ EPILOG = f"""exit codes (which check failed):
     0  ok
 {EXIT_CODES}
    64  usage          66  a named file is missing     77  a private key file is not 0600
-   78  key material does not fit (key and certificate differ, missing peer key)
+   78  key material that does not fit: a key or certificate file that is not what it should
+       be, key and certificate differ, an ML-KEM key without its X25519 key, a missing peer key,
+       a certificate that does not name its node
 """
 
 MAX_ENVELOPE_FILE = 256 * 1024 * 1024
@@ -90,13 +94,14 @@ def register(sub: Any) -> None:
     _trust_args(p)
     p.add_argument("--node", required=True, help="this node's id (must be a recipient)")
     p.add_argument("--key", type=Path, action="append", default=[], metavar="FILE",
-                   help="decryption key file (0600); repeat for previous generations; a pq-hybrid key is one "
-                        "file holding the ML-KEM-768 and X25519 keys")
+                   help="decryption key file (0600); repeat for previous generations; a pq-hybrid key is its "
+                        "two files (encryption-mlkem768.key, encryption-x25519.key) or one file holding both")
     p.add_argument("--window", metavar="DURATION", help="also check created-at is within DURATION of --at")
     p.add_argument("--at", metavar="TIME", help="ISO 8601 time to judge the window at (default: now)")
     p.add_argument("--skew", metavar="DURATION", default="5m", help="clock-skew allowance (default 5m)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
-                   help="write the payload to this new file, mode 0600 ('-': stdout)")
+                   help="write the payload to this new file, mode 0600 ('-': stdout); every output is "
+                        "checked before any is written, and never overwrites")
     p.add_argument("--meta", type=Path, metavar="FILE", help="write properties and headers here as JSON")
     p.set_defaults(func=cmd_open)
 
@@ -110,7 +115,9 @@ def register(sub: Any) -> None:
     p.add_argument("--mldsa-key", type=Path, metavar="FILE", help="ML-DSA-65 signing key (pq-hybrid)")
     p.add_argument("--mldsa-cert", type=Path, metavar="FILE")
     p.add_argument("--to", action="append", required=True, metavar="NODE=FILE",
-                   help="recipient and its PEM file of public encryption keys; repeat per recipient")
+                   help="recipient and its public material: a PEM file, its key statement "
+                        "(encryption-hybrid.json, with the signing certificates that signed it) or its peer "
+                        "directory (peers/ID/); repeat per file and per recipient")
     p.add_argument("--in", dest="input", type=Path, required=True, metavar="FILE",
                    help="payload file ('-': stdin)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="envelope file to write")
@@ -130,7 +137,8 @@ def _trust_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intermediate", type=Path, action="append", default=[], metavar="FILE")
     p.add_argument("--crl", type=Path, action="append", default=[], metavar="FILE")
     p.add_argument("--peer", action="append", default=[], metavar="NODE=FILE",
-                   help="a sender's signing certificate(s); repeat per node")
+                   help="a sender's signing certificate(s): a PEM file or its peer directory (peers/ID/); "
+                        "repeat per file and per node")
     p.add_argument("--sender", action="append", default=[], metavar="NODE",
                    help="only accept these senders (default: any --peer)")
     p.add_argument("--route", action="append", default=[], metavar="NAME",
@@ -206,7 +214,7 @@ def _verify_keyring(args: argparse.Namespace, node_id: str | None, keys: Sequenc
         raise UsageError("give --ca FILE (and --peer NODE=FILE), or --certs DIR --node ID")
     trust = CaTrust(keyfiles.load_certificates(args.ca), keyfiles.load_certificates(args.intermediate),
                     keyfiles.load_crls(args.crl))
-    decryption = [k for path in keys for k in keyfiles.decryption_keys(path)]
+    decryption = keyfiles.decryption_keys(keys)
     return Keyring.build(node_id or "auditor", None, trust, decryption, _peers(args.peer, "--peer"))
 
 
@@ -280,18 +288,19 @@ def cmd_open(args: argparse.Namespace) -> int:
         raise UsageError(f"--node {args.node!r}: not a node id")
     if args.certs is None and not args.key:
         raise UsageError("give --key FILE (this node's decryption key), or --certs DIR")
+    outputs = _new_outputs([("--out", args.out), ("--meta", args.meta)])
     keyring = _verify_keyring(args, args.node, args.key or ())
     skew = _duration(args.skew, "--skew")
     opener = Opener(_policy(args, _duration(args.window, "--window"), skew if skew is not None else 300.0))
     opened = opener.open(_read_envelope(args.file), keyring, _at(args))
     c = opened.contents
-    if str(args.out) == "-":
+    data = {"--out": c.body}
+    if args.meta:
+        data["--meta"] = json.dumps(_meta(c), ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    _write_new_files([(path, data[option]) for option, path in outputs])
+    if _is_stdout(args.out):
         sys.stdout.buffer.write(c.body)
         sys.stdout.buffer.flush()
-    else:
-        _write_new(args.out, c.body)
-    if args.meta:
-        _write_new(args.meta, json.dumps(_meta(c), ensure_ascii=False, indent=2).encode("utf-8") + b"\n")
     h = opened.envelope.header
     print(f"ok: opened {h.message_id} from {h.sender} ({len(c.body)} bytes, {len(c.headers)} headers) "
           f"with key {opened.recipient_key_id}", file=sys.stderr)
@@ -301,6 +310,9 @@ def cmd_open(args: argparse.Namespace) -> int:
 def cmd_seal(args: argparse.Namespace) -> int:
     if not NAME_RE.match(args.node) or not NAME_RE.match(args.route):
         raise UsageError("--node and --route must be names matching " + NAME_RE.pattern)
+    if _is_stdout(args.out):
+        raise UsageError("seal --out names a file; an envelope is not written to stdout")
+    outputs = _new_outputs([("--out", args.out)])
     identity = keyfiles.signing_identity(args.sign_key, args.sign_cert, args.mldsa_key, args.mldsa_cert)
     peers = _peers(args.to, "--to")
     keyring = Keyring.build(args.node, identity, CaTrust([]), (), peers)
@@ -319,25 +331,87 @@ def cmd_seal(args: argparse.Namespace) -> int:
             raise NoInputError(f"{args.input}: file not found") from exc
     contents = Contents(body, headers, content_type=args.content_type, correlation_id=args.correlation_id)
     sealer = Sealer(suite=args.suite, route=args.route, recipients=[p.node_id for p in peers])
-    (result,) = sealer.seal([SealItem(args.message_id or str(uuid.uuid4()), contents)], keyring, time.time())
+    (result,) = sealer.seal([SealItem(args.message_id or new_message_id(), contents)], keyring, time.time())
     if not isinstance(result, bytes):
         raise result
-    _write_new(args.out, result)
+    _write_new_files([(path, result) for _, path in outputs])
     print(f"ok: sealed {len(body)} bytes for {', '.join(p.node_id for p in peers)} into {args.out} "
           f"({len(result)} bytes, suite {args.suite})", file=sys.stderr)
     return 0
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a new file readable by its owner only (a payload may be personal data)."""
+def _is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def _new_outputs(named: Sequence[tuple[str, Path | None]]) -> list[tuple[str, Path]]:
+    """Check every output file before anything is decrypted or written: each must be new, in an
+    existing directory, and named once. Returns the (option, path) pairs to write ('-' left out)."""
+    out: list[tuple[str, Path]] = []
+    seen: dict[tuple[Path, str], str] = {}
+    for option, path in named:
+        if path is None or _is_stdout(path):
+            continue
+        if os.path.lexists(path):
+            raise UsageError(f"{option} {path}: exists; refusing to overwrite (nothing was written)")
+        parent = path.parent
+        if not parent.is_dir():
+            raise NoInputError(f"{option} {path}: directory {parent} does not exist (nothing was written)")
+        where = (parent.resolve(), path.name)
+        if where in seen:
+            raise UsageError(f"{option} and {seen[where]} name the same file {path}")
+        seen[where] = option
+        out.append((option, path))
+    return out
+
+
+def _write_new_files(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write each file complete or not at all, readable by its owner only (a payload may be personal
+    data), never over an existing file: a 0600 temporary file in the same directory, fsync, then a
+    hard link to the final name (which fails if the name appeared meanwhile), so the name shows only
+    a complete file. If any file cannot be placed, those already placed are removed again."""
+    temps: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise UsageError(f"{path}: exists; refusing to overwrite") from exc
-    except OSError as exc:
-        raise NoInputError(f"{path}: cannot create: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+        for path, data in files:
+            temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                raise NoInputError(f"{path}: cannot create: {exc.strerror}") from exc
+            temps.append((temp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for temp, path in temps:
+            try:
+                os.link(temp, path)
+            except FileExistsError as exc:
+                raise UsageError(f"{path}: appeared while opening; refusing to overwrite "
+                                 "(nothing was written)") from exc
+            except OSError as exc:
+                raise NoInputError(f"{path}: cannot create: {exc.strerror}") from exc
+            placed.append(path)
+        for directory in {path.parent for _, path in temps}:
+            _fsync_dir(directory)
+    except BaseException:
+        for path in placed:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    finally:
+        for temp, _ in temps:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _meta(c: Contents) -> dict[str, Any]:

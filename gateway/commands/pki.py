@@ -26,6 +26,8 @@ from gateway.pki.generation import SLOT_BY_NAME
 from gateway.pki.layout import CertsDir
 from gateway.pki.rotation import changing
 
+#: the slots every node needs on its first installation (signing-mldsa65 only with suite pq-hybrid)
+FIRST_SLOTS = ("tls-client", "signing", "encryption")
 DEV_BANNER = "DEVELOPMENT ONLY: throw-away keys and certificates; never use them with real data."
 
 
@@ -99,8 +101,12 @@ def cmd_csr(args: argparse.Namespace) -> int:
         result = create_csr(cd, t.node_id, args.purpose, force=args.force)
     for line in repaired:
         print(f"repaired: {line}")
-    if result.staging_created:
-        print(f"created {cd.staging} from the live generation (the other slots carry over)")
+    if result.staging_created and result.carried_from:
+        print(f"created {cd.staging} from the live generation {result.carried_from} (the other slots carry "
+              f"over)")
+    elif result.staging_created:
+        print(f"created {cd.staging}: there is no live generation yet (a first installation), so nothing "
+              f"carries over; make a request for every slot the node uses ({', '.join(FIRST_SLOTS)})")
     print(f"new {args.purpose} key: {result.key_path} (mode 0600, key id {result.key_id}); it never leaves "
           f"this machine")
     print(f"certificate request: {result.csr_path}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gateway import config as config_mod
-from gateway import control
+from gateway.commands import add_config_argument, load_config
+from gateway.service import control
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,12 +15,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "and checks that every TLS broker accepts it before switching; if anything "
                                    "is wrong it keeps the old material. Exit 0 when the new material is in use, "
                                    "1 when it was refused, 69 when no daemon answers.")
-    p.add_argument("config")
+    add_config_argument(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config)
+    cfg = load_config(args)
     answer = control.request(cfg.node.control_socket, "reload", timeout=120)
     if answer.get("ok"):
         print(f"reloaded: generation {answer.get('generation')}, {answer.get('links_moved', 0)} link(s) moved, "

@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import pika
-
-from gateway import admin
-from gateway import config as config_mod
+from gateway.amqp import blocking
+from gateway.commands import add_config_argument, load_config
+from gateway.commands.setaside import route_source
 from gateway.errors import NoInputError, UsageError
+from gateway.ids import new_message_id
 from gateway.message import H_SENT_AT
 
 
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "with a publisher confirm), as the source system would: for checks and "
                                    "drills. PAYLOAD is literal text (UTF-8), @FILE for a file's bytes, or - for "
                                    "stdin. Prints one message id per line.")
-    p.add_argument("config")
+    add_config_argument(p)
     p.add_argument("--route", required=True, help="route name (see jgw check-config)")
     p.add_argument("payload", nargs="+", metavar="PAYLOAD")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="add an AMQP header")
@@ -49,8 +48,11 @@ def read_payload(arg: str) -> bytes:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config)
-    route = admin.route_source(cfg, args.route)
+    cfg = load_config(args, ids="payload")
+    route = route_source(cfg, args.route)
+    if route.source.file is not None:
+        raise UsageError(f"route {route.name!r} takes files, not messages: put a file into its source "
+                         f"({route.source.describe()})")
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
     if args.message_id and (len(args.payload) > 1 or args.repeat > 1):
@@ -67,16 +69,15 @@ def main(args: argparse.Namespace) -> int:
         headers[route.ordering_header] = args.order_key
     payloads = [read_payload(a) for a in args.payload]
     ids: list[str] = []
-    with admin.channel(cfg.brokers[route.source.broker]) as ch:
-        ch.confirm_delivery()
+    with blocking.session(cfg.brokers[route.source.broker]) as session:
         for body in payloads:
             for _ in range(args.repeat):
-                mid = args.message_id or uuid.uuid4().hex
+                mid = args.message_id or new_message_id()  # never a 個人番号 look-alike
                 now = time.time()
-                props = pika.BasicProperties(message_id=mid, delivery_mode=2, content_type=args.content_type,
+                props = blocking.Properties(message_id=mid, delivery_mode=2, content_type=args.content_type,
                                              correlation_id=args.correlation_id, timestamp=int(now),
                                              headers={**headers, H_SENT_AT: int(now * 1000)})
-                admin.publish_confirmed(ch, "", route.source.queue, body, props)
+                session.publish_confirmed("", route.source.queue, body, props)
                 ids.append(mid)
     if args.json:
         print(json.dumps({"route": route.name, "queue": route.source.queue, "sent": len(ids), "ids": ids}))

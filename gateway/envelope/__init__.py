@@ -9,8 +9,7 @@ Sans-I/O, in layers (docs/envelope.md is the byte-level spec):
 * ``sealer``  ``Sealer``: epoch data keys, per-message keys, batch signing.
 * ``opener``  ``Opener``: the fixed order of checks, verify before decrypt, verified-root and
               epoch-key caches.
-* ``stage``   the ``seal``/``open`` route stages (``gateway.stage.STAGE_KINDS``).
-* ``testing`` throw-away CA and keyrings for tests and benchmarks.
+* ``stage``   the ``seal``/``open`` route stages (``gateway.route.stages.STAGE_KINDS``).
 
 Callers pass the clock (``now``) and the ``gateway.keyring.Keyring``; nothing here reads a clock,
 a file or a socket. Every refusal is an ``EnvelopeError`` whose ``reason`` is a fixed code.

@@ -288,8 +288,8 @@ def _section(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
 
 def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse envelope bytes. Raises EnvelopeError (``envelope-malformed``, ``envelope-version``,
-    ``suite-refused`` for an unknown suite id, ``batch-proof-invalid`` for an impossible leaf index);
-    verifies nothing cryptographic."""
+    ``suite-refused`` for an unknown suite id); verifies nothing cryptographic, and judges no proof (a
+    leaf index at or beyond the tree size parses: the opener refuses it at check 5)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise malformed("not bytes")
     data = bytes(data)
@@ -360,9 +360,9 @@ def _parse_signature_block(data: bytes, pos: int, end: int, suite: suites.Suite,
     fixed = 4 + 4 + HASH_BYTES + 1
     if pos + fixed > end:
         raise _truncated("signature block", pos, fixed, end - pos)
+    # Tree size and leaf index are any u32 here: whether they make a proof is check 5 (the opener), after
+    # the signature over the tree size and root (check 4), as docs/envelope.md section 9 orders them.
     tree_size, leaf_index = _U32.unpack_from(data, pos)[0], _U32.unpack_from(data, pos + 4)[0]
-    if tree_size == 0 or leaf_index >= tree_size:
-        raise EnvelopeError("batch-proof-invalid", f"leaf index {leaf_index} in a tree of {tree_size}")
     root = data[pos + 8:pos + 8 + HASH_BYTES]
     n_path = data[pos + 8 + HASH_BYTES]
     if n_path > limits.max_proof_hashes:

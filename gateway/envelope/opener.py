@@ -4,9 +4,11 @@ The order is fixed, and every check on the signed header comes before any decryp
 
   1. parse (framing, header, limits)                      envelope-malformed, envelope-version
   2. suite allowed on this route (no downgrade)           suite-refused
-  3. signing certificates known for the signed sender     certificate-untrusted
+  3. signing certificates known for the signed sender,    certificate-untrusted
+     of the right key type, each naming that sender
   4. root signature(s) verify (cached per batch root)     signature-invalid
-  5. proof path leads from this envelope to that root     batch-proof-invalid (signature-invalid alone)
+  5. RFC 9162 proof: leaf index < tree size, a path of    batch-proof-invalid; signature-invalid
+     exactly the right length, leading to the root        when the tree size is 1
   6. certificates trusted at created-at (keyring hook)    certificate-untrusted
   7. sender and route authorised                          sender-unauthorised, route-mismatch
   8. AMQP message id equals the signed one                id-mismatch
@@ -46,7 +48,7 @@ from gateway.envelope.codec import DEFAULT_LIMITS, Envelope, Limits
 from gateway.envelope.errors import EnvelopeError
 from gateway.envelope.sealer import ZERO_NONCE, key_entry_info, payload_key
 from gateway.errors import JgwError
-from gateway.keyring import PURPOSE_SIGNING, Keyring
+from gateway.keyring import PURPOSE_SIGNING, CertificateUntrusted, Keyring, check_node_binding
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -255,8 +257,10 @@ class Opener:
         for i, (alg, raw_id) in enumerate(zip(env.suite.signatures, h.signing_key_ids, strict=True)):
             cert = known.get(raw_id.hex())
             if cert is None:
-                raise EnvelopeError("certificate-untrusted",
-                                    f"sender {h.sender}: no signing certificate with key id {raw_id.hex()}")
+                owner = keyring.signing_key_owner(raw_id.hex())
+                whose = f"; it is the signing key of {owner}" if owner is not None else ""
+                raise EnvelopeError("certificate-untrusted", f"sender {h.sender}: no signing certificate "
+                                                             f"with key id {raw_id.hex()}{whose}")
             public = cert.public_key()
             ok = (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"
                   if alg == suites.SIG_ECDSA_P256 else isinstance(public, mldsa.MLDSA65PublicKey))
@@ -264,6 +268,11 @@ class Opener:
                 raise EnvelopeError("certificate-untrusted",
                                     f"sender {h.sender}: key id {raw_id.hex()} is not a {alg} key "
                                     f"(signature {i})")
+            try:  # the binding rule: the certificate names the signed sender (docs/envelope.md section 9)
+                check_node_binding(cert, h.sender)
+            except CertificateUntrusted as exc:
+                raise EnvelopeError("certificate-untrusted", f"sender {h.sender}: {exc.code}: signing "
+                                                             f"certificate {raw_id.hex()}: {exc.detail}") from exc
             certs.append(cert)
         return tuple(certs)
 
@@ -290,13 +299,19 @@ class Opener:
         self._roots.put(cache_key, True)
 
     def _verify_proof(self, env: Envelope) -> None:
+        """Step 5, the whole of RFC 9162 section 2.1.3.2 (``merkle.root_from_path``: an index at or past
+        the tree size, a tree size of 0, a path too short or too long all fail). In a tree of one the
+        root is the leaf hash and the path is empty, so a failure there means the signature does not
+        cover this envelope: signature-invalid, as for any lone signed message."""
         block = env.signature_block
         leaf = merkle.leaf_hash(env.signed_part)
         computed = merkle.root_from_path(leaf, block.leaf_index, block.tree_size, block.path)
         if computed is not None and hmac.compare_digest(computed, block.root):
             return
         if block.tree_size == 1:
-            raise EnvelopeError("signature-invalid", "the signature does not cover this envelope's contents")
+            raise EnvelopeError("signature-invalid", "the signature does not cover this envelope (a tree of "
+                                                     f"one: leaf index {block.leaf_index}, {len(block.path)} "
+                                                     "path hashes)")
         raise EnvelopeError("batch-proof-invalid",
                             f"leaf {block.leaf_index} of {block.tree_size}: contents or proof path do not "
                             "lead to the signed root")

@@ -6,10 +6,17 @@ and, on ordered routes, ``x-jgw-order``: the HMAC of the ordering header's value
 ``open`` (inbound) runs ``Opener``'s checks and restores the message exactly; any refusal becomes a
 ``Refusal`` whose reason is the envelope reason code, so the relay quarantines the original bytes.
 
+Header names are whatever the AMQP client hands over: text, or bytes when a name is not UTF-8.
+``seal`` carries every source header inside, whatever its name or value type, or refuses that one
+message (``unsealable``: a value the inner record cannot carry exactly, nesting or item counts over
+the receiver's limits). ``open`` restores the inner headers exactly and takes from the clear AMQP
+headers only jgw's own ``x-jgw-*`` hop headers (text names); any other clear header, of any name or
+type, is not part of the sealed message and is not passed on.
+
 Config tables (read strictly; errors name ``routes.NAME.seal.KEY``), see docs/envelope.md:
 
     [routes.NAME.seal]  suite, recipients, batch_max, epoch_messages, epoch_seconds,
-                        order_key_secret, route_name, header_correlation_id
+                        order_key_secret, route_name, header_correlation_id, pack, pack_bytes
     [routes.NAME.open]  senders, suites, routes, replay_window, clock_skew
 
 Both stages take the keyring from ``node.services["keyring"]`` (a zero-argument callable returning
@@ -23,27 +30,41 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config import NAME_RE, Options, RouteConfig
-from gateway.envelope import inner
+from gateway.config import NAME_RE, RouteConfig
+from gateway.envelope import inner, packed
 from gateway.envelope.codec import CONTENT_TYPE, DEFAULT_LIMITS
 from gateway.envelope.errors import EnvelopeError
 from gateway.envelope.opener import Opener, OpenPolicy
 from gateway.envelope.sealer import MAX_EPOCH_MESSAGES, Sealer, SealItem, order_key_hmac
 from gateway.errors import ConfigError, PermissionError_
+from gateway.files.settings import H_FILE
+from gateway.ids import new_message_id
 from gateway.keyring import SUITE_DEFAULT, SUITE_NAMES, Keyring, KeyringError
 from gateway.message import JGW_HEADER_PREFIX, Message
-from gateway.stage import NodeContext, Refusal, StageResult
+from gateway.options import Options
+from gateway.route.stages import Made, NodeContext, Refusal, StageResult
 
 #: Clear header carrying the order key HMAC (hex) on ordered routes.
 H_ORDER = "x-jgw-order"
+#: Clear header of a packed envelope: how many messages it carries (docs/envelope.md §14).
+H_PACKED = "x-jgw-packed"
+DEFAULT_PACK_MAX = 1  # off unless the route says so: a receiver must run a jgw that opens packed envelopes
+DEFAULT_PACK_BYTES = 256 * 1024
+_PACK_ENTRY_OVERHEAD = 96  # id, key and record framing of one entry, roughly (a budget, not a limit)
 KEYRING_SERVICE = "keyring"
 MIN_ORDER_SECRET_BYTES = 32
 
 KeyringProvider = Callable[[], Keyring]
+
+
+def is_hop_header(name: object) -> bool:
+    """A header jgw itself sets (``x-jgw-*``): its name is text. A header name may be anything the
+    client library hands over (bytes when it is not UTF-8): such a name is never a hop header."""
+    return isinstance(name, str) and name.startswith(JGW_HEADER_PREFIX)
 
 
 def _keyring_provider(options: Options, node: NodeContext) -> KeyringProvider:
@@ -93,13 +114,84 @@ class SealStage:
     blocking = True
 
     def __init__(self, sealer: Sealer, keyring: KeyringProvider, clock: Callable[[], float], batch_max: int,
-                 ordering_header: str | None, order_secret: bytes | None) -> None:
+                 ordering_header: str | None, order_secret: bytes | None, *, pack_max: int = 1,
+                 pack_bytes: int = DEFAULT_PACK_BYTES) -> None:
         self.sealer = sealer
         self.keyring = keyring
         self.clock = clock
         self.batch_max = batch_max
         self.ordering_header = ordering_header
         self.order_secret = order_secret
+        self.pack_max = pack_max
+        self.pack_bytes = pack_bytes
+
+    def regroup(self, batch: Sequence[Message]) -> list[Made]:
+        """Seal the batch, packing up to ``pack_max`` consecutive messages (``pack_bytes`` at most)
+        into one envelope (docs/envelope.md §14). A message alone in its pack is sealed as before, so
+        a quiet route sends plain envelopes and no message waits for company."""
+        if self.pack_max <= 1:
+            return [Made(r, (i,)) for i, r in enumerate(self.process(batch))]
+        out: list[Made] = []
+        packs: list[list[tuple[int, SealItem, bytes]]] = []
+        size = 0
+        for i, m in enumerate(batch):
+            item = self._item(m, packed=True)
+            if isinstance(item, Refusal):
+                out.append(Made(item, (i,)))
+                continue
+            if H_FILE in (m.headers or {}):
+                # a file's frame travels alone: the receiving file route orders frames by the file id,
+                # which only a plain envelope carries in clear (a pack would arrive without one)
+                packs.append([(i, item, b"")])
+                size = self.pack_bytes + 1  # the next message starts a new pack
+                continue
+            try:
+                entry = packed.encode_entry(packed.Entry(
+                    item.message_id, item.order_key.hex() if item.order_key is not None else None, item.contents))
+            except EnvelopeError as exc:
+                out.append(Made(Refusal(exc.reason, exc.detail), (i,)))
+                continue
+            if not packs or len(packs[-1]) >= self.pack_max or size + len(entry) > self.pack_bytes:
+                packs.append([])
+                size = 0
+            packs[-1].append((i, item, entry))
+            size += len(entry)
+        units: list[tuple[list[tuple[int, SealItem, bytes]], SealItem | Refusal]] = []
+        for pack in packs:
+            if len(pack) == 1:
+                units.append((pack, self._item(batch[pack[0][0]])))  # alone: a plain envelope, hop headers clear
+            else:
+                units.append((pack, SealItem(new_message_id(), inner.Contents(
+                    body=packed.assemble([entry for _, _, entry in pack]), content_type=packed.PACKED_TYPE),
+                    pack[0][1].order_key)))
+        keyring = self.keyring()
+        now = self.clock()
+        sealable = [u for u in units if isinstance(u[1], SealItem)]
+        results: list[bytes | EnvelopeError] = []
+        for start in range(0, len(sealable), self.batch_max):
+            results += self.sealer.seal([u[1] for u in sealable[start:start + self.batch_max]],  # type: ignore[misc]
+                                        keyring, now)
+        sealed = iter(results)
+        for pack, unit in units:
+            parents = tuple(i for i, _, _ in pack)
+            if isinstance(unit, Refusal):
+                out.append(Made(unit, parents))
+                continue
+            result = next(sealed)
+            if isinstance(result, EnvelopeError):
+                out.append(Made(Refusal(result.reason, result.detail), parents))
+            elif len(pack) == 1:
+                out.append(Made(self._sealed(batch[parents[0]], unit, result), parents))
+            else:
+                first = batch[parents[0]]
+                order_hex = unit.order_key.hex() if unit.order_key is not None else None
+                clear: dict[Any, Any] = {H_PACKED: len(pack)}
+                if order_hex is not None:
+                    clear[H_ORDER] = order_hex
+                out.append(Made(Message(message_id=unit.message_id, route=first.route, body=result, headers=clear,
+                                        content_type=CONTENT_TYPE, order_key=order_hex,
+                                        received_at=first.received_at), parents))
+        return sorted(out, key=lambda made: made.parents[0])
 
     def process(self, batch: Sequence[Message]) -> list[StageResult]:
         keyring = self.keyring()
@@ -122,28 +214,36 @@ class SealStage:
             if isinstance(result, EnvelopeError):
                 out.append(Refusal(result.reason, result.detail))
                 continue
-            clear = {k: v for k, v in message.headers.items()
-                     if k.startswith(JGW_HEADER_PREFIX) and k not in (self.ordering_header, H_ORDER)}
-            order_hex = item.order_key.hex() if item.order_key is not None else None
-            if order_hex is not None:
-                clear[H_ORDER] = order_hex
-            out.append(message.replace(body=result, headers=clear, content_type=CONTENT_TYPE,
-                                       content_encoding=None, correlation_id=None, type=None, app_id=None,
-                                       timestamp=None, order_key=order_hex))
+            out.append(self._sealed(message, item, result))
         return out
 
-    def _item(self, m: Message) -> SealItem | Refusal:
-        source_headers = {k: v for k, v in m.headers.items() if not k.startswith(JGW_HEADER_PREFIX)}
+    def _sealed(self, message: Message, item: SealItem, envelope: bytes) -> Message:
+        """The message as it leaves: the envelope, jgw's hop headers in clear, the order key's HMAC."""
+        clear = {k: v for k, v in (message.headers or {}).items()
+                 if is_hop_header(k) and k not in (self.ordering_header, H_ORDER)}
+        order_hex = item.order_key.hex() if item.order_key is not None else None
+        if order_hex is not None:
+            clear[H_ORDER] = order_hex
+        return message.replace(body=envelope, headers=clear, content_type=CONTENT_TYPE, content_encoding=None,
+                               correlation_id=None, type=None, app_id=None, timestamp=None, order_key=order_hex)
+
+    def _item(self, m: Message, *, packed: bool = False) -> SealItem | Refusal:
+        """What the sealer takes for one message. Inside a packed payload jgw's own hop headers
+        (send time, replays) travel sealed with the message, as there is no clear place for them."""
+        source_headers = {k: v for k, v in (m.headers or {}).items()
+                          if k != H_ORDER and (packed or not is_hop_header(k))}
         order_key = None
         if self.ordering_header is not None and self.order_secret is not None:
-            value = m.headers.get(self.ordering_header, m.order_key)
+            value = (m.headers or {}).get(self.ordering_header, m.order_key)
+            if isinstance(value, inner.Typed):
+                value = value.value
             if value is not None:
                 if isinstance(value, str):
                     raw = value.encode("utf-8", "surrogatepass")
                 elif isinstance(value, bytes):
-                    raw = value
+                    raw = bytes(value)
                 elif isinstance(value, int) and not isinstance(value, bool):
-                    raw = str(value).encode("ascii")
+                    raw = str(int(value)).encode("ascii")
                 else:
                     return Refusal("unsealable", f"ordering header holds a {type(value).__name__}, "
                                                  "not text, bytes or an integer")
@@ -166,27 +266,55 @@ class OpenStage:
         self.clock = clock
 
     def process(self, batch: Sequence[Message]) -> list[StageResult]:
+        """One opened message per envelope (a packed envelope is refused here: use ``regroup``)."""
+        out: list[StageResult] = []
+        for made in self.regroup(batch):
+            if out and made.parents[0] == len(out) - 1:
+                out[-1] = Refusal("envelope-malformed", "a packed envelope where one message was expected")
+            else:
+                out.append(made.result)
+        return out
+
+    def regroup(self, batch: Sequence[Message]) -> list[Made]:
+        """Open each envelope: one message, or every message of a packed envelope (§14), each on its
+        own from here (policy, dedup, ordering, quarantine). An envelope that fails a check is
+        refused whole."""
         keyring = self.keyring()
         now = self.clock()
-        out: list[StageResult] = []
-        for m in batch:
+        out: list[Made] = []
+        for i, m in enumerate(batch):
             try:
                 opened = self.opener.open(m.body, keyring, now, expected_message_id=m.message_id)
             except EnvelopeError as exc:
-                out.append(Refusal(exc.reason, exc.detail))
+                out.append(Made(Refusal(exc.reason, exc.detail), (i,)))
                 continue
             c = opened.contents
-            headers: dict[str, Any] = dict(c.headers)
-            for k, v in m.headers.items():
-                if k.startswith(JGW_HEADER_PREFIX) and k != H_ORDER and k not in headers:
-                    headers[k] = v
+            clear = {k: v for k, v in (m.headers or {}).items()  # the clear headers: hostile, any name type
+                     if is_hop_header(k) and k not in (H_ORDER, H_PACKED)}
+            if opened.envelope.header.content_type == packed.PACKED_TYPE:  # signed: packing is declared
+                try:
+                    entries = packed.decode(c.body)
+                except EnvelopeError as exc:
+                    out.append(Made(Refusal(exc.reason, exc.detail), (i,)))
+                    continue
+                for e in entries:
+                    out.append(Made(self._restored(m, e.message_id, e.contents, clear, e.order_key), (i,)))
+                continue
             order_key = opened.envelope.header.order_key
-            out.append(m.replace(message_id=opened.envelope.header.message_id, body=c.body, headers=headers,
-                                 content_type=c.content_type, content_encoding=c.content_encoding,
-                                 correlation_id=c.correlation_id, type=c.type, app_id=c.app_id,
-                                 timestamp=c.timestamp,
-                                 order_key=order_key.hex() if order_key is not None else m.order_key))
+            out.append(Made(self._restored(m, opened.envelope.header.message_id, c, clear,
+                                           order_key.hex() if order_key is not None else m.order_key), (i,)))
         return out
+
+    @staticmethod
+    def _restored(m: Message, message_id: str, c: inner.Contents, clear: Mapping[Any, Any],
+                  order_key: str | None) -> Message:
+        headers: dict[Any, Any] = dict(c.headers)
+        for k, v in clear.items():
+            if k not in headers:
+                headers[k] = v
+        return m.replace(message_id=message_id, body=c.body, headers=headers, content_type=c.content_type,
+                         content_encoding=c.content_encoding, correlation_id=c.correlation_id, type=c.type,
+                         app_id=c.app_id, timestamp=c.timestamp, order_key=order_key)
 
 
 def seal_stage(options: Options, route: RouteConfig, node: NodeContext) -> SealStage:
@@ -200,6 +328,11 @@ def seal_stage(options: Options, route: RouteConfig, node: NodeContext) -> SealS
     epoch_seconds = options.duration("epoch_seconds", "1h", min=1.0)
     route_name = options.str("route_name", route.name, pattern=NAME_RE)
     header_correlation_id = options.bool("header_correlation_id", True)
+    pack_max = options.int("pack", DEFAULT_PACK_MAX, min=1, max=packed.MAX_COUNT)
+    pack_bytes = options.size("pack_bytes", DEFAULT_PACK_BYTES)
+    if pack_bytes > route.max_size:
+        raise options.error("pack_bytes", f"{pack_bytes} bytes is over the route's max_size ({route.max_size}): "
+                                          "a packed envelope must fit what a receiving route accepts")
     secret = None
     if options.has("order_key_secret"):
         secret = read_order_secret(options, "order_key_secret")
@@ -222,7 +355,8 @@ def seal_stage(options: Options, route: RouteConfig, node: NodeContext) -> SealS
                                      "has none")
     sealer = Sealer(suite=suite, route=route_name, recipients=recipients, epoch_messages=epoch_messages,
                     epoch_seconds=epoch_seconds, header_correlation_id=header_correlation_id)
-    return SealStage(sealer, provider, node.clock, batch_max, route.ordering_header, secret)
+    return SealStage(sealer, provider, node.clock, batch_max, route.ordering_header, secret, pack_max=pack_max,
+                     pack_bytes=pack_bytes)
 
 
 def open_stage(options: Options, route: RouteConfig, node: NodeContext) -> OpenStage:
@@ -244,8 +378,9 @@ def open_stage(options: Options, route: RouteConfig, node: NodeContext) -> OpenS
                                              "memory would be delivered again")
     clock_skew = options.duration("clock_skew", "5m")
     options.done()
-    if route.ordering_header is not None and route.ordering_header != H_ORDER:
-        # the business header travels sealed: in clear an inbound route only sees the HMAC
+    if route.ordering_header is not None and route.ordering_header not in (H_ORDER, H_FILE):
+        # the business header travels sealed: in clear an inbound route only sees the HMAC (or, on a
+        # file route, the file id: a keyed hash the sender made, see gateway.files.source)
         raise ConfigError(options.file, f"routes.{route.name}.ordering.header",
                           f"an inbound (open) route can only order on {H_ORDER!r}, the HMAC of the sender's "
                           f"order key that travels in clear; {route.ordering_header!r} is inside the envelope")

@@ -2,7 +2,13 @@
 
 ``default`` (CRYPTREC e-Government list): ECDSA P-256/SHA-256 signature; HPKE DHKEM(P-256),
 HKDF-SHA256, AES-256-GCM. ``pq-hybrid``: ECDSA P-256 *and* ML-DSA-65 co-signatures (both must
-verify); HPKE ML-KEM-768+X25519, HKDF-SHA256, AES-256-GCM. The payload is AES-256-GCM in both.
+verify); HPKE KEM 0x647A, HKDF-SHA256, AES-256-GCM. The payload is AES-256-GCM in both.
+
+KEM 0x647A is X-Wing of draft-connolly-cfrg-xwing-kem-06 (the revision IANA's HPKE registry cites;
+``cryptography``'s ``KEM.MLKEM768_X25519``): shared secret = SHA3-256(ss_M || ss_X || ct_X || pk_X ||
+XWING_LABEL), label last; enc = ct_M || ct_X. jgw keys are its two components (ML-KEM-768 seed d || z
+and an X25519 key), never the draft's 32-byte X-Wing seed. docs/envelope.md section 1 writes it out;
+the test vectors check it without an HPKE library.
 
 ECDSA signatures travel as fixed 64-byte r||s with s in the lower half of the group order, and the
 verifier refuses a high s: an ECDSA signature then has one encoding only, so a signature cannot be
@@ -34,6 +40,11 @@ MLDSA_CONTEXT = b"jgw-envelope/1"
 
 EPOCH_KEY_BYTES = 32
 HPKE_TAG_BYTES = 16
+#: HPKE KEM ids (RFC 9180 section 7.1, IANA): DHKEM(P-256, HKDF-SHA256) and X-Wing.
+KEM_ID_P256 = 0x0010
+KEM_ID_XWING = 0x647A
+#: The X-Wing combiner's label (draft-connolly-cfrg-xwing-kem-06): the 6 bytes \./ /^\ , hashed last.
+XWING_LABEL = b"\\.//^\\"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class Suite:
     name: str
     wire_id: int
     kem: hpke.KEM
+    #: The HPKE KEM id (``kem`` as RFC 9180 numbers it), for docs/envelope.md and the vectors.
+    kem_id: int
     #: Signature algorithms, in the order their key ids and signatures appear.
     signatures: tuple[str, ...]
 
@@ -57,8 +70,8 @@ class Suite:
         return ECDSA_SIG_BYTES if self.signatures[index] == SIG_ECDSA_P256 else MLDSA65_SIG_BYTES
 
 
-DEFAULT = Suite(SUITE_DEFAULT, 1, hpke.KEM.P256, (SIG_ECDSA_P256,))
-PQ_HYBRID = Suite(SUITE_PQ_HYBRID, 2, hpke.KEM.MLKEM768_X25519, (SIG_ECDSA_P256, SIG_MLDSA65))
+DEFAULT = Suite(SUITE_DEFAULT, 1, hpke.KEM.P256, KEM_ID_P256, (SIG_ECDSA_P256,))
+PQ_HYBRID = Suite(SUITE_PQ_HYBRID, 2, hpke.KEM.MLKEM768_X25519, KEM_ID_XWING, (SIG_ECDSA_P256, SIG_MLDSA65))
 
 BY_NAME: dict[str, Suite] = {s.name: s for s in (DEFAULT, PQ_HYBRID)}
 BY_WIRE_ID: dict[int, Suite] = {s.wire_id: s for s in (DEFAULT, PQ_HYBRID)}

@@ -40,7 +40,7 @@ from gateway.pki.files import (
 from gateway.pki.generation import SLOT_BY_NAME
 from gateway.pki.layout import CertsDir, cert_name, key_name
 from gateway.pki.purpose import NODE_URI_PREFIX
-from gateway.pki.rotation import ensure_staging
+from gateway.pki.rotation import ensure_staging, live_generation
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class CsrResult:
     csr_path: Path
     key_id: str
     staging_created: bool
+    #: the live generation staging was created from (its other slots carried over), or None when
+    #: there was none yet: a first installation, where every slot needs its own request
+    carried_from: str | None = None
 
 
 def new_private_key(slot: str) -> ec.EllipticCurvePrivateKey | mldsa.MLDSA65PrivateKey:
@@ -77,6 +80,7 @@ def create_csr(cd: CertsDir, node_id: str, slot: str, *, force: bool = False) ->
     """New key and CSR for ``slot`` in staging. Call under ``cd.locked()``."""
     if slot not in SLOT_BY_NAME:
         raise UsageError(f"unknown purpose {slot!r} (one of: {', '.join(SLOT_BY_NAME)})")
+    live = live_generation(cd)
     staging, created = ensure_staging(cd)
     key_path, csr_path = staging / key_name(slot), staging / f"{slot}.csr"
     if key_path.exists() and not force and _waiting_for_certificate(staging, slot):
@@ -87,7 +91,7 @@ def create_csr(cd: CertsDir, node_id: str, slot: str, *, force: bool = False) ->
     csr = build_csr(key, node_id, slot)
     write_private_key(key_path, key)
     write_atomic(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-    return CsrResult(key_path, csr_path, key_id(key.public_key()), created)
+    return CsrResult(key_path, csr_path, key_id(key.public_key()), created, live if created else None)
 
 
 def _waiting_for_certificate(staging: Path, slot: str) -> bool:

@@ -166,9 +166,19 @@ class DevCa:
     def issue_csr(self, csr: x509.CertificateSigningRequest, purpose: Purpose, now: dt.datetime, *,
                   node_id: str, days: float = 90) -> x509.Certificate:
         """Sign a CSR as the dev CA: the profile comes from ``purpose``, the SAN from ``node_id``,
-        and only the public key from the request (as a real CA does after its own checks)."""
+        and only the public key from the request (as a real CA does after its own checks). A request
+        that asks for another node (its subjectAltName URI urn:jgw:node:ID) is refused."""
         if not csr.is_signature_valid:
             raise ValueError("the CSR's self-signature does not verify")
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            asked = [u.removeprefix(NODE_URI_PREFIX) for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+                     if u.startswith(NODE_URI_PREFIX)]
+        except x509.ExtensionNotFound:
+            asked = []
+        if asked and asked != [node_id]:
+            raise ValueError(f"the request names node {', '.join(asked)}, not {node_id}; a certificate "
+                             f"binds one node (subjectAltName URI {NODE_URI_PREFIX}<node-id>)")
         return self.issue(csr.public_key(), purpose, now, node_id=node_id, days=days)
 
     def revoke(self, serial: int, reason: str = "superseded") -> None:

@@ -14,6 +14,7 @@ import errno
 from collections.abc import Iterator
 
 from gateway.errors import ConfigError, JgwError, PermissionError_, TempFailError
+from gateway.pki.privileges import user_name
 
 #: Every ``code`` a refusal can carry, with what it means to an operator.
 REFUSAL_CODES: dict[str, str] = {
@@ -76,8 +77,8 @@ def os_errors(what: str) -> Iterator[None]:
         where = exc.filename or what
         text = exc.strerror or str(exc)
         if isinstance(exc, PermissionError):
-            raise PermissionError_(f"{where}: {text}; run as root or as the user owning the certs "
-                                   f"directory") from exc
+            raise PermissionError_(f"{where}: {user_name()}: {text}; run as root or as the user owning the "
+                                   f"certs directory") from exc
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
             raise TempFailError(f"{where}: {text}") from exc
         raise CertificateError(str(where), what, "unreadable", text) from exc

@@ -24,23 +24,33 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from gateway.pki.errors import CertificateError, KeyFileModeError
+from gateway.pki.privileges import input_mode, read_input, user_name
 
 PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 PEM_CRL = b"-----BEGIN X509 CRL-----"
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str) -> bytes:
+    """The file's bytes: as preloaded while still root (``gateway.pki.privileges``), else read now.
+    A refusal says which user could not read it."""
+    preloaded = read_input(path)
+    if preloaded is not None:
+        return preloaded
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise CertificateError(str(path), what, "missing", "file not found") from exc
+    except PermissionError as exc:
+        raise CertificateError(str(path), what, "unreadable",
+                               f"{user_name()} cannot read it: {exc.strerror}") from exc
     except OSError as exc:
         raise CertificateError(str(path), what, "unreadable", f"cannot read: {exc.strerror}") from exc
 
 
+
 def read_certificates(path: Path, what: str = "certificate") -> list[x509.Certificate]:
     """Every certificate in a PEM file (leaf first, then intermediates) or the one in a DER file."""
-    data = _read(path, what)
+    data = read_file(path, what)
     try:
         if PEM_CERT in data:
             return x509.load_pem_x509_certificates(data)
@@ -55,7 +65,7 @@ def read_certificate(path: Path, what: str = "certificate") -> x509.Certificate:
 
 
 def read_crl(path: Path) -> x509.CertificateRevocationList:
-    data = _read(path, "crl")
+    data = read_file(path, "crl")
     try:
         if PEM_CRL in data:
             return x509.load_pem_x509_crl(data)
@@ -66,13 +76,18 @@ def read_crl(path: Path) -> x509.CertificateRevocationList:
 
 def check_key_mode(path: Path) -> None:
     """Refuse a key file that group or others can access, or that is not a regular file."""
+    mode = input_mode(path)
+    if mode is not None:
+        if mode & 0o077:
+            raise KeyFileModeError(str(path), mode)
+        return
     try:
         st = path.stat()
     except FileNotFoundError as exc:
         raise CertificateError(str(path), "private key", "missing", "file not found") from exc
     except OSError as exc:
         raise CertificateError(str(path), "private key", "unreadable",
-                               f"cannot stat: {exc.strerror}") from exc
+                               f"{user_name()} cannot stat it: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
         raise CertificateError(str(path), "private key", "unreadable", "not a regular file")
     if st.st_mode & 0o077:
@@ -82,7 +97,7 @@ def check_key_mode(path: Path) -> None:
 def read_private_key(path: Path) -> PrivateKeyTypes:
     """Load an unencrypted PKCS#8/traditional PEM or DER key after the mode check."""
     check_key_mode(path)
-    data = _read(path, "private key")
+    data = read_file(path, "private key")
     try:
         if b"-----BEGIN" in data:
             return serialization.load_pem_private_key(data, password=None)

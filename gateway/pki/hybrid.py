@@ -16,6 +16,14 @@ The signed bytes are ``b"jgw-hybrid-kem/1\\n"`` followed by the JSON object with
 signature members, serialised with sorted keys and no spaces (``signed_bytes``). ML-DSA signs with
 the FIPS 204 context string ``jgw-hybrid-kem/1``. The key id is ``gateway.keyring.hybrid_key_id``.
 
+The private halves are two files of a generation, ``encryption-mlkem768.key`` and
+``encryption-x25519.key``, each PKCS#8 PEM as docs/envelope.md section 1 specifies: ML-KEM-768 in the
+seed-only form of RFC 9935 (the 64-byte seed d || z of FIPS 203), X25519 as RFC 8410. Together they
+are the X-Wing decapsulation key in its component form; the draft's 32-byte X-Wing seed is not used.
+The public halves in the statement are DER SubjectPublicKeyInfo (RFC 9935, RFC 8410); the X-Wing
+encapsulation key is the raw ML-KEM key followed by the raw X25519 key. ``ecdsa_signature`` is DER
+(not the envelope's fixed r || s).
+
 Security: parses a file that may come from a peer (bounded size, strict fields); signs with this
 node's signing keys; never prints private keys.
 """
@@ -39,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
 from gateway.keyring import hybrid_key_id
 from gateway.pki.errors import CertificateError
 from gateway.pki.files import key_id, spki
+from gateway.pki.privileges import read_input, user_name
 
 FORMAT = "jgw-hybrid-kem/1"
 CONTEXT = FORMAT.encode()
@@ -90,12 +99,14 @@ def read_statement(path: Path, node_id: str, signing_certs: Iterable[x509.Certif
     def refuse(code: str, reason: str) -> CertificateError:
         return CertificateError(where, "hybrid key statement", code, reason)
 
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise refuse("missing", "file not found") from exc
-    except OSError as exc:
-        raise refuse("unreadable", f"cannot read: {exc.strerror}") from exc
+    raw = read_input(path)
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise refuse("missing", "file not found") from exc
+        except OSError as exc:
+            raise refuse("unreadable", f"{user_name()} cannot read it: {exc.strerror}") from exc
     if len(raw) > MAX_STATEMENT_BYTES:
         raise refuse("unreadable", f"larger than {MAX_STATEMENT_BYTES} bytes")
     try:

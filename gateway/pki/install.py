@@ -40,6 +40,7 @@ from gateway.pki.files import (
     pem_private_key,
     read_certificates,
     read_crl,
+    read_file,
     read_private_key,
     spki,
     write_atomic,
@@ -199,7 +200,8 @@ def _install_statement(cd: CertsDir, directory: Path, peer_id: str, source: Path
         out.lines.append(f"simulated: peer {peer_id} hybrid key statement {statement.key_id} "
                          f"passed every check")
         return out
-    _replace_keeping_previous(target, directory / f"{HYBRID_STEM}.previous.json", source.read_bytes())
+    _replace_keeping_previous(target, directory / f"{HYBRID_STEM}.previous.json",
+                              read_file(source, "hybrid key statement"))
     out.lines.append(f"installed peer {peer_id} hybrid key statement (key id {statement.key_id})")
     return out
 

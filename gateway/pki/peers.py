@@ -6,7 +6,10 @@
     peers/<node-id>/encryption-hybrid.json       pq-hybrid  hybrid KEM key statement (gateway.pki.hybrid)
     peers/<node-id>/<any of these>.previous.<ext>           the peer's previous generation
 
-Current files must pass every check, or that peer is refused (``load_peers`` raises, or records
+Every certificate in ``peers/<node-id>/`` must name that node as its one subjectAltName URI
+``urn:jgw:node:<node-id>`` (the binding rule, docs/envelope.md section 9; ``name-mismatch``
+otherwise), and the key statement must name it and be signed by those certificates. Current files
+must pass every check, or that peer is refused (``load_peers`` raises, or records
 it and leaves the peer out, so one peer's expired certificate stops only its own routes). A
 previous file that no longer passes (it expired, it was revoked) is left out with a note: it exists
 only for the overlap while the peer rotates. Unknown files are refused, so a misnamed certificate

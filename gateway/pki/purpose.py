@@ -15,8 +15,9 @@ purpose, and a leaked TLS key cannot sign envelopes.
 
 EC means the NIST curves P-256, P-384 and P-521.
 
-The node a certificate belongs to is named in its subjectAltName, as the URI ``urn:jgw:node:<id>``
-or as the dNSName ``<id>``; the CN is informational (RabbitMQ may log in with it, see certs/README.md).
+The node a certificate belongs to is the one subjectAltName URI ``urn:jgw:node:<id>`` it carries
+(``gateway.keyring.certificate_node_ids``: exactly one, byte for byte); the CN and dNSNames are not
+node ids (the CN is shown to people and is the RabbitMQ user name, see certs/README.md).
 
 Security: pure checks over parsed certificates; trusts nothing, talks to nothing.
 """
@@ -29,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, rsa, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NODE_URI_PREFIX = "urn:jgw:node:"
+from gateway.keyring import NODE_URI_PREFIX as NODE_URI_PREFIX  # re-exported: csr.py, devca.py
+from gateway.keyring import certificate_node_ids
 
 
 class Purpose(StrEnum):
@@ -120,16 +122,9 @@ def key_type_problem(key: object, purpose: Purpose) -> str | None:
     return f"a {type(key).__name__.removeprefix('_')} key is not allowed for {purpose}"
 
 
-def node_ids(cert: x509.Certificate) -> set[str]:
-    """The node ids a certificate names in its subjectAltName (URI urn:jgw:node:ID or dNSName ID)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    ids = {u.removeprefix(NODE_URI_PREFIX) for u in san.get_values_for_type(x509.UniformResourceIdentifier)
-           if u.startswith(NODE_URI_PREFIX)}
-    ids.update(san.get_values_for_type(x509.DNSName))
-    return ids
+def node_ids(cert: x509.Certificate) -> list[str]:
+    """The node ids a certificate names (subjectAltName URIs urn:jgw:node:ID); one binds it."""
+    return certificate_node_ids(cert)
 
 
 def common_name(name: x509.Name) -> str:

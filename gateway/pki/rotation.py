@@ -178,6 +178,11 @@ def _archive(cd: CertsDir, gen: str) -> None:
     fsync_dir(cd.archive)
 
 
+def live_generation(cd: CertsDir) -> str | None:
+    """The generation ``live`` points at, or None (a first installation, or a damaged pointer)."""
+    return _pointer_or_none(cd, "live")
+
+
 def ensure_staging(cd: CertsDir) -> tuple[Path, bool]:
     """The staging directory, created as a copy of the live generation when absent (so purposes
     that are not being renewed carry over). Returns (path, created). Call under the lock."""

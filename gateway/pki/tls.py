@@ -17,7 +17,6 @@ Security: talks to the broker named by the caller; trusts the anchors given; rea
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import ssl
@@ -25,12 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pika
-import pika.credentials
-import pika.exceptions
-
 from gateway.config import TlsConfig
-from gateway.errors import UnavailableError
 from gateway.pki.errors import CertificateError
 from gateway.pki.files import PEM_CRL, check_key_mode
 
@@ -120,14 +114,6 @@ def for_broker(files: TlsFiles, tls: TlsConfig) -> TlsFiles:
                                crlfiles=(tls.crl,) if tls.crl is not None else files.crlfiles)
 
 
-def ssl_options(ctx: ssl.SSLContext, server_hostname: str) -> pika.SSLOptions:
-    return pika.SSLOptions(ctx, server_hostname)
-
-
-def external_credentials() -> pika.credentials.ExternalCredentials:
-    return pika.credentials.ExternalCredentials()
-
-
 def describe_failure(exc: BaseException) -> str:
     """One line for an operator about a failed TLS connection or EXTERNAL login."""
     chain: list[BaseException] = []
@@ -175,20 +161,3 @@ def _last(chain: list[BaseException]) -> str:
         if str(e):
             return f"{type(e).__name__}: {e}"
     return type(chain[-1]).__name__
-
-
-def check_login(host: str, port: int, ctx: ssl.SSLContext, *, server_hostname: str | None = None,
-                vhost: str = "/", timeout: float = 10.0) -> None:
-    """Connect with ``ctx`` and log in with EXTERNAL, then close. Raises ``UnavailableError`` with one
-    line saying why the broker (or we) refused."""
-    params = pika.ConnectionParameters(
-        host=host, port=port, virtual_host=vhost, ssl_options=ssl_options(ctx, server_hostname or host),
-        credentials=external_credentials(), connection_attempts=1, socket_timeout=timeout,
-        stack_timeout=timeout + 5, blocked_connection_timeout=timeout, heartbeat=30,
-        client_properties={"connection_name": "jgw certificate check"})
-    try:
-        conn = pika.BlockingConnection(params)
-    except (OSError, pika.exceptions.AMQPError) as exc:
-        raise UnavailableError(f"{host}:{port}: {describe_failure(exc)}") from exc
-    with contextlib.suppress(pika.exceptions.AMQPError):
-        conn.close()

@@ -14,8 +14,10 @@ advance), then the chain and revocation through pyOpenSSL's ``X509Store``.
 
 Verifying "as of" an earlier instant (a dead letter replayed days later) uses the CRLs we hold now:
 OpenSSL refuses a CRL issued after the verification time, so for such instants the chain is
-verified by OpenSSL and revocation is judged from the current CRL: revoked if the revocation date
-is not after ``at``, or at any date when the reason is key or CA compromise.
+verified by OpenSSL and revocation is judged from the current CRL with the envelope's rule
+(``gateway.keyring.revoked_from``): revoked if the revocation date is not after ``at`` and the
+reason says the key was not compromised (superseded, cessationOfOperation, affiliationChanged,
+privilegeWithdrawn); at any date for any other reason or none.
 
 Security: reads trust material staff installed; trusts only the anchors. The pyOpenSSL use is
 limited to ``X509Store``/``X509StoreContext`` without callbacks, which works under systemd's
@@ -34,17 +36,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from OpenSSL import crypto
 
+from gateway.keyring import revoked_from
 from gateway.pki.errors import CertificateError
 from gateway.pki.files import key_id, read_certificates, read_crl
 from gateway.pki.purpose import Purpose, common_name, node_ids, profile_problem
 
 DEFAULT_CLOCK_SKEW = dt.timedelta(minutes=5)
-_ALWAYS = dt.datetime.min.replace(tzinfo=dt.UTC)
 _Refuse = Callable[[str, str], CertificateError]
 CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
 CRL_SUFFIXES = (".pem", ".crl", ".der")
-_COMPROMISE = {x509.ReasonFlags.key_compromise, x509.ReasonFlags.ca_compromise,
-               x509.ReasonFlags.aa_compromise}
 
 # OpenSSL verify error numbers (x509_vfy.h) -> our refusal code.
 _OPENSSL_CODES: dict[int, str] = {
@@ -236,11 +236,11 @@ class TrustStore:
         problem = profile_problem(cert, purpose)
         if problem:
             raise refuse("wrong-purpose", f"certificate {problem}")
-        if node_id is not None and node_id not in node_ids(cert):
-            named = ", ".join(sorted(node_ids(cert))) or "no node id"
+        if node_id is not None and node_ids(cert) != [node_id]:
+            named = ", ".join(node_ids(cert)) or "no node id"
             raise refuse("name-mismatch",
-                         f"certificate names {named} in its subjectAltName, not node {node_id!r} "
-                         f"(expected URI urn:jgw:node:{node_id} or DNS {node_id})")
+                         f"certificate names {named} in its subjectAltName, not node {node_id!r} (expected "
+                         f"exactly one node URI, urn:jgw:node:{node_id}; the CN and dNSNames do not count)")
         nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
         if at > na:
             raise refuse("expired", f"certificate expired at {_show(na)} (checked at {_show(at)})")
@@ -275,7 +275,7 @@ class TrustStore:
         chain = verified.chain
         crl_until: dt.datetime | None = None
         crl_issuer = ""
-        revoked_from: dt.datetime | None = None
+        revoked: dt.datetime | None = None
         for child, issuer in itertools.pairwise(chain):
             loaded = self.crl_for(issuer)
             if loaded is None:
@@ -284,13 +284,13 @@ class TrustStore:
                 crl_until, crl_issuer = loaded.next_update, loaded.issuer.name
             entry = loaded.crl.get_revoked_certificate_by_serial_number(child.serial_number)
             if entry is not None:
-                when = _ALWAYS if _compromised(entry) else entry.revocation_date_utc
-                revoked_from = when if revoked_from is None else min(revoked_from, when)
+                when = revoked_from(entry)
+                revoked = when if revoked is None else min(revoked, when)
         return Verdict(
             subject=common_name(verified.cert.subject), purpose=verified.purpose,
             valid_from=max(c.not_valid_before_utc for c in chain) - self.clock_skew,
             valid_until=min(c.not_valid_after_utc for c in chain), crl_until=crl_until, crl_issuer=crl_issuer,
-            revoked_from=revoked_from)
+            revoked_from=revoked)
 
     def _openssl(self, cert: x509.Certificate, chain: Sequence[x509.Certificate], moment: dt.datetime,
                  *, crl: bool, refuse: _Refuse) -> list[x509.Certificate]:
@@ -369,13 +369,6 @@ def _check_ca(path: Path, cert: x509.Certificate, what: str) -> None:
                                f"(basicConstraints CA:TRUE)")
 
 
-def _compromised(entry: x509.RevokedCertificate) -> bool:
-    try:
-        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason in _COMPROMISE
-    except x509.ExtensionNotFound:
-        return False
-
-
 def _revocation_as_of(chain: Sequence[x509.Certificate], crls: Sequence[LoadedCrl], moment: dt.datetime,
                       refuse: _Refuse) -> None:
     by_issuer = {loaded.issuer.cert.subject.public_bytes(): loaded for loaded in crls}
@@ -386,7 +379,7 @@ def _revocation_as_of(chain: Sequence[x509.Certificate], crls: Sequence[LoadedCr
         entry = loaded.crl.get_revoked_certificate_by_serial_number(child.serial_number)
         if entry is None:
             continue
-        if entry.revocation_date_utc <= moment or _compromised(entry):
+        if revoked_from(entry) <= moment:
             raise refuse("revoked",
                          f"certificate {common_name(child.subject)!r} (serial {child.serial_number:x}) "
                          f"was revoked at {_show(entry.revocation_date_utc)}")

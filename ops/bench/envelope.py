@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.envelope import Contents, Opener, OpenPolicy, Sealer, SealItem
 from gateway.envelope import suites as suite_defs
 from gateway.envelope.stage import OpenStage, SealStage
-from gateway.envelope.testing import keyrings
 from gateway.message import Message
+from tests.lab.testca import keyrings
 
 PLAIN_RATES = (10_000, 17_000)
 

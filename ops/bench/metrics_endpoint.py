@@ -26,10 +26,10 @@ from prometheus_client import start_http_server
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gateway.metrics import Metrics
-from gateway.metrics_http import Limits, serve_metrics, server_tls_context
-from gateway.testing.rabbitnode import free_port
+from gateway.service.metrics_http import Limits, serve_metrics, server_tls_context
+from tests.lab.rabbitnode import free_port
+from tests.lab.testca import TlsCa
 from tests.ops.loop_thread import LoopThread
-from tests.ops.throwaway_pki import ThrowawayCA
 
 
 def busy_registry(routes: int) -> Metrics:
@@ -102,7 +102,7 @@ def main() -> None:
     loop.run(ours.close())
 
     with tempfile.TemporaryDirectory() as tmp:
-        ca = ThrowawayCA(Path(tmp) / "ca")
+        ca = TlsCa(Path(tmp) / "ca")
         srv = ca.issue("bench-server", server=True)
         cli = ca.issue("bench-client", server=False)
         client = ssl.create_default_context(cafile=str(ca.cert_path))

@@ -6,22 +6,28 @@ relay, and times the drain into a quorum queue in site-b, from the first message
 destination to the last (every contender is measured the same way). Contenders, run in turn, for
 several rounds (the machine is shared and noisy; medians of alternating rounds are what count):
 
-  shovel       RabbitMQ Shovel, ack-mode on-confirm, prefetch 1000
-  pika-min     the floor of a Python relay: 40 lines of pika (AsyncioConnection, prefetch 1000, publisher
+  shovel-1000  RabbitMQ Shovel, ack-mode on-confirm, prefetch 1000
+  shovel-3000  the same with prefetch 3000 (the faster of the two is the baseline, per the issue)
+  pika-min     the floor of a Python relay on pika: 40 lines (AsyncioConnection, prefetch 1000, publisher
                confirms, source acked with multiple=True after each confirm); no status, no
                retries, no dedup, no set-aside: what pika alone costs
   jgw-plain    jgw, one route, no dedup store, no audit trail (the bare hop contract)
   jgw-full     jgw as shipped: persistent dedup store and hash-chained audit trail, fsynced
                before each acknowledgement
-  jgw-sealed   two jgw processes: site-a seals (ECDSA P-256 + HPKE P-256/AES-256-GCM, batch
-               signatures, epoch keys) into site-b's inbound queue, site-b opens into the
-               destination: end-to-end rate of the sealed path
+  jgw-sealed   jgw-sealed as shipped: two jgw processes, dedup and audit on both sites, packing on
+               (the default): site-a seals (ECDSA P-256 + HPKE P-256/AES-256-GCM, batch
+               signatures, epoch keys, up to 64 messages an envelope) into site-b's inbound queue,
+               site-b opens into the destination: end-to-end rate of the sealed path
 
-The last line is the median ratio jgw-plain/shovel. ``--backlog N`` instead fills N messages and
-samples jgw's resident memory once a second while it drains them (flat memory under a backlog).
+Beside each rate: CPU time per message of the broker and of the relay (utime + stime from
+/proc over the drain). The last line gives every contender's ratio to the faster Shovel.
+``--backlog N`` instead fills N messages and samples jgw's resident memory once a second while
+it drains them (flat memory under a backlog). ``--latency RATE`` publishes at RATE msg/s for a
+while through jgw-sealed and prints end-to-end latency percentiles at the destination.
 
-    python ops/bench/relay.py [-n 30000] [--rounds 3] [--only shovel,jgw-plain]
+    python ops/bench/relay.py [-n 30000] [--rounds 3] [--only shovel-1000,jgw-plain]
     python ops/bench/relay.py --backlog 1000000
+    python ops/bench/relay.py --latency 5000
 
 Not a test: these machines are shared, so only ratios within one run mean anything.
 """
@@ -47,15 +53,26 @@ import pika
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.testing.harness import render_config  # noqa: E402
-from gateway.testing.rabbitnode import PrivateNode  # noqa: E402
+from tests.lab.harness import render_config  # noqa: E402
+from tests.lab.rabbitnode import PrivateNode  # noqa: E402
 
 BODY = b"x" * 1024
-CONTENDERS = ("shovel", "pika-min", "jgw-plain", "jgw-full", "jgw-sealed")
+CONTENDERS = ("shovel-1000", "shovel-3000", "pika-min", "jgw-plain", "jgw-full", "jgw-sealed")
+SHOVELS = ("shovel-1000", "shovel-3000")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / TICKS
 
 
 def source_args() -> dict[str, object]:
-    """The arguments jgw declares on a source queue (gateway.topology), so all read the same queue."""
+    """The arguments jgw declares on a source queue (gateway.amqp.topology), so all read the same queue."""
     return {"x-queue-type": "quorum", "x-delivery-limit": 20, "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": "jgw.dead-letter", "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish"}
@@ -128,21 +145,53 @@ class Bench:
         self.round = 0
         self._pki: Any = None
 
-    def run(self, contender: str) -> tuple[float, int]:
+    def run(self, contender: str) -> tuple[float, int, float, float]:
+        """(msg/s, peak RSS KiB of the relay, broker CPU µs/msg, relay CPU µs/msg)."""
         self.round += 1
-        return getattr(self, contender.replace("-", "_"))()  # type: ignore[no-any-return]
+        self.relay_pids: list[int] = []
+        beam = self.node.beam_pid() or 0
+        self._cpu0 = cpu_seconds(beam)
+        rate, peak = getattr(self, contender.replace("-", "_"))()
+        return rate, peak, self._broker_us, self._relay_us
 
-    def shovel(self) -> tuple[float, int]:
+    def _measure(self, dest_url: str, dest: str, pids: list[int], sample: Callable[[], None] | None = None
+                 ) -> float:
+        """Time the drain; CPU of the broker and of ``pids`` over the same stretch."""
+        beam = self.node.beam_pid() or 0
+        started: dict[int, float] = {}
+
+        def first() -> None:
+            if not started:
+                started[beam] = cpu_seconds(beam)
+                for pid in pids:
+                    started[pid] = cpu_seconds(pid)
+            if sample is not None:
+                sample()
+
+        rate = time_drain(dest_url, dest, self.n, sample=first)
+        moved = max(1, self.n)
+        self._broker_us = (cpu_seconds(beam) - started.get(beam, self._cpu0)) * 1e6 / moved
+        self._relay_us = sum(cpu_seconds(p) - started.get(p, 0.0) for p in pids) * 1e6 / moved
+        return rate
+
+    def _shovel(self, prefetch: int) -> tuple[float, int]:
         reset(self.url_b, "bench.dst")
         fill(self.url_a, "bench.shovel.src", self.n)
         value = json.dumps({"src-protocol": "amqp091", "src-uri": self.url_a, "src-queue": "bench.shovel.src",
                             "dest-protocol": "amqp091", "dest-uri": self.url_b, "dest-queue": "bench.dst",
-                            "ack-mode": "on-confirm", "src-prefetch-count": 1000, "src-delete-after": "never"})
+                            "ack-mode": "on-confirm", "src-prefetch-count": prefetch,
+                            "src-delete-after": "never"})
         self.node.ctl("set_parameter", "-p", "site-a", "shovel", "bench", value)
         try:
-            return time_drain(self.url_b, "bench.dst", self.n), 0
+            return self._measure(self.url_b, "bench.dst", []), 0
         finally:
             self.node.ctl("clear_parameter", "-p", "site-a", "shovel", "bench")
+
+    def shovel_1000(self) -> tuple[float, int]:
+        return self._shovel(1000)
+
+    def shovel_3000(self) -> tuple[float, int]:
+        return self._shovel(3000)
 
     def _jgw(self, configs: list[Path], dest_url: str, dest: str) -> tuple[float, int]:
         procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(c), "--log-level", "warning"],
@@ -153,7 +202,7 @@ class Bench:
             peak[0] = max(peak[0], sum(rss_kib(p.pid) for p in procs))
 
         try:
-            return time_drain(dest_url, dest, self.n, sample=sample), peak[0]
+            return self._measure(dest_url, dest, [p.pid for p in procs], sample=sample), peak[0]
         finally:
             for p in procs:
                 p.terminate()
@@ -183,8 +232,8 @@ class Bench:
                                  self.url_b, "bench.dst"], cwd=ROOT)
         peak = [0]
         try:
-            return time_drain(self.url_b, "bench.dst", self.n,
-                              sample=lambda: peak.__setitem__(0, max(peak[0], rss_kib(proc.pid)))), peak[0]
+            return self._measure(self.url_b, "bench.dst", [proc.pid],
+                                 sample=lambda: peak.__setitem__(0, max(peak[0], rss_kib(proc.pid)))), peak[0]
         finally:
             proc.terminate()
             proc.wait(60)
@@ -209,13 +258,63 @@ class Bench:
         reset(self.url_b, "bench.dst")
         reset(self.url_b, "bench.sealed", declare=False)  # the open route's source: jgw declares it
         fill(self.url_a, "bench.jgw.src", self.n)
-        seal = self._route(("a", "bench.jgw.src"), ("b", "bench.sealed"), dedup=False,
-                           seal={"recipients": ["bench-b"], "route_name": "bench"})
-        open_ = self._route(("b", "bench.sealed"), ("b", "bench.dst"), dedup=False,
-                            open={"senders": ["bench-a"], "routes": ["bench"]})
-        a = self._config("seal", {"seal": seal}, audit=False, node_id="bench-a", certs=self._pki.nodes["bench-a"])
-        b = self._config("open", {"open": open_}, audit=False, node_id="bench-b", certs=self._pki.nodes["bench-b"])
+        a, b = self._sealed_configs()
         return self._jgw([a, b], self.url_b, "bench.dst")
+
+    def _sealed_configs(self) -> tuple[Path, Path]:
+        """The sealed pair as shipped: dedup and audit on both sites, packing at its default."""
+        seal = self._route(("a", "bench.jgw.src"), ("b", "bench.sealed"),
+                           seal={"recipients": ["bench-b"], "route_name": "bench", "pack": 64})
+        open_ = self._route(("b", "bench.sealed"), ("b", "bench.dst"),
+                            open={"senders": ["bench-a"], "routes": ["bench"]})
+        a = self._config("seal", {"seal": seal}, audit=True, node_id="bench-a", certs=self._pki.nodes["bench-a"])
+        b = self._config("open", {"open": open_}, audit=True, node_id="bench-b", certs=self._pki.nodes["bench-b"])
+        return a, b
+
+    def latency(self, rate: int, seconds: int) -> None:
+        """Publish at ``rate`` msg/s for ``seconds`` through jgw-sealed as shipped (packing on); print
+        the end-to-end latency percentiles seen at the destination."""
+        import threading
+
+        if self._pki is None:
+            from gateway.pki.devinit import init_dev
+            self._pki = init_dev(self.work / "pki", ["bench-a", "bench-b"], dt.datetime.now(dt.UTC))
+        reset(self.url_b, "bench.dst")
+        reset(self.url_b, "bench.sealed", declare=False)
+        fill(self.url_a, "bench.jgw.src", 0)
+        a, b = self._sealed_configs()
+        procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(c), "--log-level", "warning"],
+                                  cwd=ROOT) for c in (a, b)]
+        total = rate * seconds
+        got: list[float] = []
+        reader = threading.Thread(target=_latency_consumer, args=(self.url_b, "bench.dst", total, got))
+        try:
+            time.sleep(3.0)  # both daemons up
+            reader.start()
+            conn = pika.BlockingConnection(pika.URLParameters(self.url_a))
+            ch = conn.channel()
+            started = time.monotonic()
+            for i in range(total):
+                due = started + i / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                ch.basic_publish("", "bench.jgw.src", BODY, pika.BasicProperties(
+                    message_id=f"lat-{i}", delivery_mode=2, headers={"x-jgw-sent-ms": int(time.time() * 1000)}))
+            conn.close()
+            reader.join(120)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+        got.sort()
+
+        def pct(q: float) -> float:
+            return got[min(len(got) - 1, int(q * len(got)))] if got else float("nan")
+
+        print(f"jgw-sealed at {rate} msg/s for {seconds}s: {len(got)}/{total} arrived; latency ms: "
+              f"p50 {pct(0.5):.1f}, p90 {pct(0.9):.1f}, p99 {pct(0.99):.1f}, max {got[-1] if got else 0:.1f}")
 
     def backlog(self) -> None:
         reset(self.url_b, "bench.dst")
@@ -245,6 +344,23 @@ class Bench:
         print(f"jgw-full drained {self.n} at {rate:.0f} msg/s; RSS MiB: first {rss[0] / 1024:.0f}, "
               f"max {max(rss) / 1024:.0f}, median of first 10% {statistics.median(rss[:tenth]) / 1024:.0f}, "
               f"median of last 10% {statistics.median(rss[-tenth:]) / 1024:.0f} ({len(rss)} samples)")
+
+
+def _latency_consumer(url: str, queue: str, n: int, out: list[float]) -> None:
+    """Read n messages from ``queue`` and record now - x-jgw-sent-ms for each (milliseconds)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=1000)
+    for method, props, _body in ch.consume(queue, inactivity_timeout=60):
+        if method is None:
+            break
+        sent = (props.headers or {}).get("x-jgw-sent-ms")
+        if isinstance(sent, int):
+            out.append(time.time() * 1000 - sent)
+        ch.basic_ack(method.delivery_tag)
+        if len(out) >= n:
+            break
+    conn.close()
 
 
 def pika_min_relay(url_a: str, src: str, url_b: str, dst: str) -> None:
@@ -300,6 +416,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     ap.add_argument("--backlog", type=int, metavar="N", help="memory under a backlog of N messages instead")
+    ap.add_argument("--latency", type=int, metavar="RATE", help="end-to-end latency through jgw-sealed at RATE msg/s")
+    ap.add_argument("--seconds", type=int, default=30, help="how long --latency publishes (default 30)")
     args = ap.parse_args()
     contenders = [c for c in args.only.split(",") if c]
     for c in contenders:
@@ -317,24 +435,34 @@ def main() -> int:
             if args.backlog:
                 bench.backlog()
                 return 0
+            if args.latency:
+                bench.latency(args.latency, args.seconds)
+                return 0
             results: dict[str, list[float]] = {c: [] for c in contenders}
+            cpu: dict[str, list[tuple[float, float]]] = {c: [] for c in contenders}
             for r in range(1, args.rounds + 1):
                 for c in contenders:
-                    rate, peak = bench.run(c)
+                    rate, peak, broker_us, relay_us = bench.run(c)
                     results[c].append(rate)
+                    cpu[c].append((broker_us, relay_us))
                     mem = f"   peak RSS {peak / 1024:.0f} MiB" if peak else ""
-                    print(f"round {r} {c:<11} {rate:9.0f} msg/s{mem}", flush=True)
-            base = statistics.median(results["shovel"]) if "shovel" in results else None
+                    relay = f", relay {relay_us:5.1f}" if relay_us else ""
+                    print(f"round {r} {c:<11} {rate:9.0f} msg/s   CPU µs/msg: broker {broker_us:5.1f}{relay}{mem}",
+                          flush=True)
+            shovels = [statistics.median(results[c]) for c in SHOVELS if c in results]
+            base = max(shovels) if shovels else None
             for c in contenders:
                 med = statistics.median(results[c])
                 ratio = f"  = {med / base:.2f} x shovel" if base else ""
-                print(f"median  {c:<11} {med:9.0f} msg/s{ratio}")
-            if base and "jgw-plain" in results:
-                for extra in ("jgw-full", "jgw-sealed"):
-                    if extra in results:
-                        ratio = statistics.median(results[extra]) / statistics.median(results["jgw-plain"])
-                        print(f"{extra}/jgw-plain: {ratio:.2f}")
-                print(f"ratio jgw/shovel: {statistics.median(results['jgw-plain']) / base:.2f}")
+                b_us = statistics.median(x for x, _ in cpu[c])
+                r_us = statistics.median(y for _, y in cpu[c])
+                relay = f", relay {r_us:5.1f}" if r_us else ""
+                print(f"median  {c:<11} {med:9.0f} msg/s   CPU µs/msg: broker {b_us:5.1f}{relay}{ratio}")
+            if base:
+                which = max((c for c in SHOVELS if c in results), key=lambda c: statistics.median(results[c]))
+                ratios = ", ".join(f"{c} {statistics.median(results[c]) / base:.2f}" for c in contenders
+                                   if c not in SHOVELS)
+                print(f"ratios to {which}: {ratios}")
         finally:
             node.destroy()
     return 0

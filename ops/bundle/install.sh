@@ -9,11 +9,13 @@
 #   --no-systemd    only the virtualenv and shared files (for a trial as a normal user)
 #
 # What it does: checks SHA256SUMS; creates PREFIX/venv with python3 -m venv and installs the bundled
-# wheels with pip --no-index (pip never contacts an index); copies runbooks, Prometheus rules, the
-# Grafana dashboard and example configs to PREFIX/share; installs the systemd units, creates the jgw
-# user (systemd-sysusers) and /etc/jgw{,/certs} (systemd-tmpfiles). It never writes /etc/jgw/jgw.toml
-# and never starts the service: see PREFIX/share/runbooks/first-start.en.md (ja: first-start.ja.md).
-# Running it again upgrades in place.
+# wheels with pip --no-index (pip never contacts an index); copies runbooks, docs, the READMEs they
+# cite, Prometheus rules, the Grafana dashboard, example configs and the CRL fetch helper to
+# PREFIX/share; installs the systemd units (jgw-crl-fetch.timer too, not enabled), creates the jgw
+# user (systemd-sysusers) and /etc/jgw{,/certs} (systemd-tmpfiles), links /usr/local/bin/jgw to the
+# venv's jgw and installs bash/zsh completion and the jgw(1) manual page under /usr/local/share.
+# It never writes /etc/jgw/jgw.toml and never starts the service: see
+# PREFIX/share/runbooks/first-start.en.md (ja: first-start.ja.md). Running it again upgrades in place.
 #
 # Needs: Debian 12 (or later), python3 >= 3.11 and python3-venv (apt-get install python3-venv).
 # Exit codes: 0 ok, 64 usage, 65 bundle damaged, 69 missing prerequisite, 77 not root.
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
         --prefix) prefix=$2; shift 2 ;;
         --root) root=$(cd "$2" && pwd); shift 2 ;;
         --no-systemd) with_systemd=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) die 64 "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -80,7 +82,7 @@ rm -rf "$prefix/share.old"
 if [ "$with_systemd" = 1 ]; then
     etc="$root/etc"
     mkdir -p "$etc/systemd/system" "$etc/sysusers.d" "$etc/tmpfiles.d"
-    for unit in jgw.service jgw@.service; do
+    for unit in jgw.service jgw@.service jgw-crl-fetch.service jgw-crl-fetch.timer; do
         sed -e "s#/opt/jgw/venv/bin/jgw#$prefix/venv/bin/jgw#" -e "s#/opt/jgw/share/#$prefix/share/#" \
             "$bundle/systemd/$unit" > "$etc/systemd/system/$unit.new"
         chmod 0644 "$etc/systemd/system/$unit.new"
@@ -93,14 +95,28 @@ if [ "$with_systemd" = 1 ]; then
     if [ -z "$root" ] && [ -d /run/systemd/system ]; then
         systemctl daemon-reload
     fi
+
+    # 4. `jgw` on PATH, its completion (bash, zsh) and manual page, where Debian looks for local ones.
+    usr_local="$root/usr/local"
+    mkdir -p "$usr_local/bin" "$usr_local/share/bash-completion/completions" "$usr_local/share/zsh/site-functions" \
+        "$usr_local/share/man/man1"
+    if [ -e "$usr_local/bin/jgw" ] && [ ! -L "$usr_local/bin/jgw" ]; then
+        echo "install.sh: $usr_local/bin/jgw exists and is not our link: left alone" >&2
+    else
+        ln -sfn "$prefix/venv/bin/jgw" "$usr_local/bin/jgw"
+    fi
+    install -m 0644 "$bundle/share/completion/jgw.bash" "$usr_local/share/bash-completion/completions/jgw"
+    install -m 0644 "$bundle/share/completion/_jgw" "$usr_local/share/zsh/site-functions/_jgw"
+    install -m 0644 "$bundle/share/man/man1/jgw.1" "$usr_local/share/man/man1/jgw.1"
 fi
 
 "$prefix/venv/bin/jgw" --version
 cat >&2 <<NEXT
 install.sh: done. Next:
   1. write /etc/jgw/jgw.toml (examples: $prefix/share/config-examples/), then: $prefix/venv/bin/jgw check-config /etc/jgw/jgw.toml
-  2. install certificates with $prefix/venv/bin/jgw certs install /etc/jgw/jgw.toml ... (as root: it writes as jgw)
+  2. certificates, first time: $prefix/share/runbooks/first-certificates.en.md (ja: first-certificates.ja.md)
   3. allow your brokers' addresses: systemctl edit jgw   ([Service] IPAddressAllow=...)
   4. systemctl enable --now jgw; systemctl status jgw
   Runbooks: $prefix/share/runbooks/first-start.en.md / first-start.ja.md
+  Manual: man jgw (after a --no-systemd trial: man -l $prefix/share/man/man1/jgw.1)
 NEXT

@@ -18,10 +18,14 @@ import pytest
 
 from gateway import audit
 from gateway import cli as cli_module
-from gateway.audit import AuditLog, Period, Retention, payload_digest, verify
+from gateway.audit import AuditLog, Period, Retention, payload_digest, per_message, verify
+from gateway.audit import format as audit_format
 from gateway.commands import audit as audit_cmd
 from gateway.errors import DataError, NoInputError, TempFailError, UsageError
-from gateway.testing import synth
+from gateway.policy.redact import IdKey
+from gateway.route.dedup import DedupStore
+from tests.lab import synth
+from tests.lab.tmpfs import tmpfs
 
 YEAR = 365.25 * 86400
 
@@ -376,7 +380,7 @@ def test_general_only_segment_expires_early(tmp_path: Path, clock: Clock) -> Non
 
 def test_period_counts_calendar_years() -> None:
     leap = 1709164800.0  # 2024-02-29T00:00:00Z
-    assert audit._utc(Period(years=7).after(leap)).startswith("2031-03-01")
+    assert audit_format._utc(Period(years=7).after(leap)).startswith("2031-03-01")
     assert Period.parse("7y") == Period(years=7) and str(Period.parse("400d")) == "400d"
     with pytest.raises(ValueError):
         Period.parse("seven years")
@@ -386,15 +390,8 @@ def test_period_counts_calendar_years() -> None:
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "tiny", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_full_disk_refuses_the_commit_and_leaves_no_half_record(tiny_fs: Path, clock: Clock) -> None:
@@ -424,3 +421,72 @@ def test_full_disk_refuses_the_commit_and_leaves_no_half_record(tiny_fs: Path, c
     assert report.intact
     msgs = [r["msg"] for _, _, r in audit.records(tiny_fs / "audit") if r["ev"] == "accept"]
     assert msgs == sorted(set(msgs)) and len(msgs) == int(msgs[-1][2:]) + 1  # no gap, no duplicate
+
+
+# --- the dedup store against the trail ----------------------------------------------------------------
+
+def test_verify_with_dedup_names_a_delivered_id_without_its_deliver_record(tmp_path: Path, clock: Clock,
+                                                                            capsys: pytest.CaptureFixture[str]
+                                                                            ) -> None:
+    """`jgw audit verify --dedup` exits 1 and names each id the dedup store holds without a record."""
+    with AuditLog.open(tmp_path / "audit", "n", clock=clock) as log:
+        log.record("deliver", msg="ord-1", route="r", size=1, digest=payload_digest(b"a"), outcome="confirmed")
+        log.commit()
+    store = DedupStore(tmp_path / "state" / "dedup.sqlite3")
+    store.record("r", "ord-1")
+    store.commit()
+    assert cli_module.main(["audit", "verify", str(tmp_path / "audit"), "--dedup", str(store.path)]) == 0
+    store.record("r", "ord-2")
+    store.close()
+    capsys.readouterr()
+    assert cli_module.main(["audit", "verify", str(tmp_path / "audit"), "--dedup", str(store.path)]) == 1
+    out = capsys.readouterr().out
+    assert "DISAGREES" in out and "route r: id ord-2 is recorded as delivered" in out and "ord-1 is" not in out
+
+
+def test_a_grouped_deliver_record_reads_as_one_record_per_message(tmp_path: Path, clock: Clock,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """One record per group commit; per_message, `audit show --id` and `verify --dedup` see each message."""
+    with AuditLog.open(tmp_path / "audit", "n", clock=clock) as log:
+        log.record("deliver", route="r", seed="s", peer="p", outcome="confirmed", n=2, msgs=["ord-1", "ord-2"],
+                   sizes=[1, 2], digests=[payload_digest(b"a"), payload_digest(b"bb")], corrs=["c-1", None])
+        log.record("deliver", msg="ord-0", route="r", size=3, digest=payload_digest(b"ccc"), outcome="confirmed")
+        log.commit()
+    ones = [one for _f, _n, rec in audit.records(tmp_path / "audit") for one in per_message(rec)
+            if one["ev"] == "deliver"]
+    assert [(o["msg"], o["size"], o.get("corr")) for o in ones] == [
+        ("ord-1", 1, "c-1"), ("ord-2", 2, None), ("ord-0", 3, None)]
+    assert all(o["route"] == "r" for o in ones)
+    capsys.readouterr()
+    assert cli_module.main(["audit", "show", str(tmp_path / "audit"), "--id", "ord-2", "--json"]) == 0
+    (shown,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert shown["msgs"] == ["ord-1", "ord-2"]
+    store = DedupStore(tmp_path / "state" / "dedup.sqlite3")
+    for mid in ("ord-0", "ord-1", "ord-2"):
+        store.record("r", mid)
+    store.close()
+    assert cli_module.main(["audit", "verify", str(tmp_path / "audit"), "--dedup", str(store.path)]) == 0
+
+
+def test_verify_with_dedup_matches_an_id_recorded_as_its_digest(tmp_path: Path, clock: Clock,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """An id holding a 個人番号-shaped digit run (a jgw file id is hex: twelve digits with a valid check
+    digit happen) is recorded as its keyed digest; `verify --dedup` finds it under the node's key and
+    never prints the id in clear (it failed, printing it, before)."""
+    rng = random.Random(13)
+    mid = f"{synth.valid_personal_number(rng)}abcdef0123.f.0011aabb"
+    key = IdKey(tmp_path / "state" / "id-digest.key")
+    with AuditLog.open(tmp_path / "audit", "n", clock=clock, id_key=key) as log:
+        log.record("deliver", msg=mid, route="r", size=1, digest=payload_digest(b"a"), outcome="confirmed")
+        log.commit()
+    assert mid not in (tmp_path / "audit").joinpath(next(iter(os.listdir(tmp_path / "audit")))).read_text()
+    store = DedupStore(tmp_path / "state" / "dedup.sqlite3")
+    store.record("r", mid)
+    store.commit()
+    assert cli_module.main(["audit", "verify", str(tmp_path / "audit"), "--dedup", str(store.path)]) == 0
+    store.record("r", mid.replace("abcdef", "fedcba"))
+    store.close()
+    capsys.readouterr()
+    assert cli_module.main(["audit", "verify", str(tmp_path / "audit"), "--dedup", str(store.path)]) == 1
+    out = capsys.readouterr().out
+    assert "DISAGREES" in out and mid[:12] not in out

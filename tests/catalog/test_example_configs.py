@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from gateway import catalog, config
-from gateway.config import Options
 from gateway.errors import ConfigError
+from gateway.options import Options
 from gateway.policy.stage import config_warnings, policy_stage
-from gateway.stage import NodeContext, Refusal
+from gateway.route.stages import NodeContext, Refusal
+from tests.lab.sitefiles import install_file_material
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "examples"
@@ -32,10 +33,18 @@ def test_example_loads_and_every_route_passes_the_catalog(name: str) -> None:
 
 
 def test_cityhall_covers_the_issues_flows() -> None:
-    """本人確認情報 update, 特例転入 receipt, 符号 request, OCR → data centre are all there."""
-    seeds = {r.seed for r in config.load(EXAMPLES / "cityhall.toml").routes.values()}
+    """本人確認情報 update, 特例転入 receipt, 符号 request, OCR → data centre are all there; the OCR
+    file route takes files from the OCR system's SFTP server, 庁内 file flows come in through jgw's
+    endpoint, one of them forbidden (the policy scans its files)."""
+    cfg = config.load(EXAMPLES / "cityhall.toml")
+    seeds = {r.seed for r in cfg.routes.values()}
     assert {"jimu:1-⑥", "jimu:7-④", "jimu:5-②/2", "ido-ocr:⑤"} <= seeds
     assert not any(s and s.startswith("shinsei:") for s in seeds)
+    assert cfg.routes["ido-file-to-dc"].source.kind == "sftp" and "seal" in cfg.routes["ido-file-to-dc"].stage_tables
+    assert cfg.routes["atena-renkei"].source.kind == "endpoint" and cfg.routes["atena-renkei"].sink.kind == "sftp"
+    assert cfg.routes["fukuhon-update"].personal_number == "forbidden" and cfg.routes["fukuhon-update"].sink.is_file
+    dc = config.load(EXAMPLES / "datacenter.toml")
+    assert dc.routes["ido-file-store"].sink.kind == "directory"
 
 
 def test_the_lgwan_link_pairs_up() -> None:
@@ -89,11 +98,22 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", SITES)
 def test_jgw_check_config_accepts_the_examples(name: str, dev_pki: Path, tmp_path: Path) -> None:
-    """The real CLI, as an operator runs it on a site whose certificates are installed, exits 0 and
-    lists each route with its seed reference (the sealed route's keys are checked too)."""
+    """The real CLI, as an operator runs it on a site whose certificates, SFTP keys and pins and
+    directories are installed, exits 0 and lists each route with its seed reference (the sealed
+    route's keys, the file routes' keys, pins and directories are checked too)."""
     site = name.removesuffix(".toml")
+    secret = tmp_path / "broker.password"
+    secret.write_text("rehearsal\n")
+    secret.chmod(0o600)
     text = (EXAMPLES / name).read_text(encoding="utf-8").replace('certs_dir = "/etc/jgw/certs"',
-                                                                  f'certs_dir = "{dev_pki / site}"')
+                                                                  f'certs_dir = "{dev_pki / site}"') \
+        .replace('password_file = "/etc/jgw/broker-local.password"', f'password_file = "{secret}"') \
+        .replace('"/var/spool/jgw/', f'"{tmp_path}/spool/').replace('"/srv/jgw/', f'"{tmp_path}/srv/')
+    for d in ("spool/kizon-juki", "spool/kizon-gyomu", "srv/ido-store"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    draft = tmp_path / f"draft-{name}"
+    draft.write_text(text, encoding="utf-8")
+    install_file_material(config.load(draft), dev_pki / site)
     copy = tmp_path / name
     copy.write_text(text, encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(copy)],

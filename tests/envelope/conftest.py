@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.envelope.testing import NodeKeys, TestCa
 from gateway.keyring import CaTrust, Keyring
+from tests.lab.testca import NodeKeys, TestCa
 
 NODES = ("city-a", "dc-b", "cs-c", "rogue-x")
 

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.commands import envelope as command
 from gateway.envelope import codec
-from gateway.envelope.testing import TestCa, write_node_files, write_public_pem
 from gateway.errors import JgwError
+from tests.lab.testca import TestCa, write_node_files, write_public_pem
 
 from .conftest import Pki
 from .forge import flip, sections
@@ -187,3 +187,120 @@ def test_certs_dir_stands_in_for_the_named_files(tmp_path: Path, capsys: pytest.
     assert jgw("envelope", "open", env, "--certs", dev.nodes["cityhall"], "--node", "cityhall",
                "--out", tmp_path / "z") not in (0, 64)
     assert not (tmp_path / "z").exists()
+
+
+# -- issue 15 item 6: outputs checked before any is written; init-dev's files work as they are ----------
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dev PKI with the pq-hybrid material: city-a and dc-b, each the other's peer."""
+    import datetime as dt
+
+    from gateway.pki.devinit import init_dev
+
+    root = tmp_path_factory.mktemp("dev") / "pki"
+    init_dev(root, ["city-a", "dc-b"], dt.datetime.now(dt.UTC))
+    return root
+
+
+def dev_seal(dev: Path, out: Path, *to: str | Path, suite: str = "pq-hybrid", payload: bytes = b"pq payload"
+             ) -> int:
+    """city-a seals for dc-b with the files init-dev wrote, unchanged."""
+    live = dev / "city-a" / "live"
+    src = out.with_suffix(".in")
+    src.write_bytes(payload)
+    pq = ["--mldsa-key", live / "signing-mldsa65.key", "--mldsa-cert", live / "signing-mldsa65.pem"]
+    return jgw("envelope", "seal", "--node", "city-a", "--route", "r1", "--suite", suite,
+               "--sign-key", live / "signing.key", "--sign-cert", live / "signing.pem", *pq,
+               *[a for t in to for a in ("--to", t)], "--in", src, "--out", out)
+
+
+def test_open_checks_every_output_before_writing_any(files: dict[str, Mapping[str, Path]],
+                                                     tmp_path: Path) -> None:
+    """``open --out NEW --meta EXISTING`` refuses (64) before it writes anything: no plaintext is
+    left on disk. The same for --out and --meta naming one file, and for a --meta whose directory
+    does not exist."""
+    env = seal(files, tmp_path / "m.jgwe")
+    existing = tmp_path / "meta-exists.json"
+    existing.write_bytes(b"keep me")
+    opening = ["envelope", "open", env, *trust(files), "--node", "dc-b", "--key", files["dc-b"]["enc.key"]]
+    fresh = tmp_path / "payload"
+    assert jgw(*opening, "--out", fresh, "--meta", existing) == 64
+    assert not fresh.exists() and existing.read_bytes() == b"keep me"
+    assert jgw(*opening, "--out", fresh, "--meta", fresh) == 64
+    assert not fresh.exists()
+    assert jgw(*opening, "--out", fresh, "--meta", tmp_path / "no-such-dir" / "meta.json") == 66
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.in", "m.jgwe", "meta-exists.json"]
+    # and with both new: both written, 0600, nothing else left behind (no temporary files)
+    meta = tmp_path / "meta.json"
+    assert jgw(*opening, "--out", fresh, "--meta", meta) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(meta.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.in", "m.jgwe", "meta-exists.json", "meta.json",
+                                                          "payload"]
+
+
+def test_seal_refuses_an_existing_output_before_sealing(files: dict[str, Mapping[str, Path]],
+                                                        tmp_path: Path) -> None:
+    """seal never overwrites (64), and writes its envelope 0600 with no temporary file left."""
+    out = tmp_path / "m.jgwe"
+    out.write_bytes(b"keep me")
+    src = tmp_path / "in"
+    src.write_bytes(b"x")
+    a = files["city-a"]
+    argv = ["envelope", "seal", "--node", "city-a", "--route", "r1", "--sign-key", a["sign.key"],
+            "--sign-cert", a["sign.crt"], "--to", f"dc-b={files['dc-b']['peer.pem']}", "--in", src]
+    assert jgw(*argv, "--out", out) == 64
+    assert out.read_bytes() == b"keep me"
+    fresh = tmp_path / "n.jgwe"
+    assert jgw(*argv, "--out", fresh) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "m.jgwe", "n.jgwe"]
+
+
+def test_init_dev_pq_hybrid_files_seal_and_open_as_they_are(dev: Path, tmp_path: Path) -> None:
+    """The pq-hybrid files ``jgw pki init-dev`` writes are what seal --to and open --key take:
+    the peer's key statement (encryption-hybrid.json) with its signing certificates, or the whole
+    peer directory; the two private key files (ML-KEM-768, X25519) as two --key options."""
+    peer = dev / "city-a" / "peers" / "dc-b"
+    live = dev / "dc-b" / "live"
+    by_file, by_dir = tmp_path / "f.jgwe", tmp_path / "d.jgwe"
+    assert dev_seal(dev, by_file, *(f"dc-b={peer / n}" for n in (
+        "signing.pem", "signing-mldsa65.pem", "encryption.pem", "encryption-hybrid.json"))) == 0
+    assert dev_seal(dev, by_dir, f"dc-b={peer}") == 0
+    for env in (by_file, by_dir):
+        assert codec.parse(env.read_bytes()).suite.name == "pq-hybrid"
+        out = tmp_path / f"{env.stem}.out"
+        assert jgw("envelope", "open", env, "--ca", dev / "ca" / "ca.pem", "--crl", dev / "ca" / "crl.pem",
+                   "--peer", f"city-a={dev / 'dc-b' / 'peers' / 'city-a'}", "--node", "dc-b",
+                   "--key", live / "encryption-mlkem768.key", "--key", live / "encryption-x25519.key",
+                   "--out", out) == 0
+        assert out.read_bytes() == b"pq payload"
+
+
+def test_key_material_errors_exit_78(dev: Path, files: dict[str, Mapping[str, Path]], tmp_path: Path) -> None:
+    """Key material that does not fit together is exit 78 (docs/envelope.md section 12), not 65 (which
+    says the envelope is at fault): an ML-KEM-768 key without its X25519 key, a file that is no key,
+    a key statement without the certificates that signed it, or a tampered one."""
+    env = seal(files, tmp_path / "m.jgwe", suite="pq-hybrid")
+    live = dev / "dc-b" / "live"
+    opening = ["envelope", "open", env, *trust(files), "--node", "dc-b"]
+    assert jgw(*opening, "--key", live / "encryption-mlkem768.key", "--out", tmp_path / "o1") == 78
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_bytes(files["dc-b"]["sign.crt"].read_bytes())
+    os.chmod(not_a_key, 0o600)
+    assert jgw(*opening, "--key", not_a_key, "--out", tmp_path / "o2") == 78
+    peer = dev / "city-a" / "peers" / "dc-b"
+    assert dev_seal(dev, tmp_path / "s1.jgwe", f"dc-b={peer / 'encryption-hybrid.json'}") == 78
+    statement = json.loads((peer / "encryption-hybrid.json").read_text())
+    statement["node"] = "cs-c"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(statement))
+    assert dev_seal(dev, tmp_path / "s2.jgwe", f"dc-b={peer / 'signing.pem'}",
+                    f"dc-b={peer / 'signing-mldsa65.pem'}", f"dc-b={forged}") == 78
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"no PEM here")
+    assert jgw("envelope", "verify", env, "--ca", garbage, "--peer",
+               f"city-a={files['city-a']['peer.pem']}") == 78
+    assert not {"o1", "o2", "s1.jgwe", "s2.jgwe"} & {p.name for p in tmp_path.iterdir()}

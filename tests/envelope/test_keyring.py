@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
 from cryptography.x509.oid import NameOID
 
-from gateway.envelope.testing import NodeKeys, TestCa, _key_usage
 from gateway.keyring import (
     PURPOSE_ENCRYPTION,
     PURPOSE_SIGNING,
@@ -29,6 +28,7 @@ from gateway.keyring import (
     hybrid_key_id,
     key_id,
 )
+from tests.lab.testca import NodeKeys, TestCa, _key_usage
 
 from .conftest import Pki
 
@@ -141,6 +141,41 @@ def test_refusals(pki: Pki) -> None:
     assert untrusted(pki.trust, pki.ca.cert) == "wrong-purpose"
     with pytest.raises(CertificateUntrusted):
         pki.trust.check_certificate(cert, PURPOSE_SIGNING, dt.datetime.now())  # naive time
+
+
+R = x509.ReasonFlags
+REVOCATIONS = {
+    # reason: (revoked one day after the checked instant, revoked one day before, revoked at that instant)
+    R.superseded: ("trusted", "revoked", "revoked"),
+    R.cessation_of_operation: ("trusted", "revoked", "revoked"),
+    R.affiliation_changed: ("trusted", "revoked", "revoked"),
+    R.privilege_withdrawn: ("trusted", "revoked", "revoked"),
+    R.key_compromise: ("revoked", "revoked", "revoked"),
+    R.ca_compromise: ("revoked", "revoked", "revoked"),
+    R.aa_compromise: ("revoked", "revoked", "revoked"),
+    R.unspecified: ("revoked", "revoked", "revoked"),
+    R.certificate_hold: ("revoked", "revoked", "revoked"),
+    None: ("revoked", "revoked", "revoked"),
+}
+
+
+@pytest.mark.parametrize("reason", list(REVOCATIONS), ids=lambda r: r.name if r else "no-reason")
+def test_revocation_date_counts_only_when_the_key_was_not_compromised(pki: Pki, reason: R | None) -> None:
+    """A message created before its signing certificate was revoked still verifies when the CA says
+    the key was not compromised (superseded, cessationOfOperation, affiliationChanged,
+    privilegeWithdrawn); for any other reason, or none, the revocation counts for every created-at
+    (docs/envelope.md section 9, check 6). It counts from the revocation date itself."""
+    cert = pki.nodes["city-a"].sign_cert
+    at = NOW.replace(microsecond=0)
+    for when, expected in zip((at + dt.timedelta(days=1), at - dt.timedelta(days=1), at), REVOCATIONS[reason],
+                              strict=True):
+        trust = CaTrust([pki.ca.cert], crls=[pki.ca.crl(entries=[(cert.serial_number, when, reason)])])
+        if expected == "trusted":
+            trust.check_certificate(cert, PURPOSE_SIGNING, at)
+        else:
+            assert untrusted(trust, cert, at=at) == "revoked", (reason, when)
+        # the cached path answers the same for a later message of the same certificate
+        assert untrusted(trust, cert, at=at + dt.timedelta(days=2)) == "revoked"
 
 
 def test_cached_chain_still_honours_time(pki: Pki) -> None:

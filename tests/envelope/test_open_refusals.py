@@ -10,8 +10,8 @@ import time
 import pytest
 
 from gateway.envelope import Contents, EnvelopeError, Opener, OpenPolicy, Sealer, SealItem, codec
-from gateway.envelope.testing import NodeKeys
 from gateway.keyring import CaTrust, EncryptionKey, Keyring, PeerKeys
+from tests.lab.testca import NodeKeys
 
 from .conftest import Pki
 from .forge import flip, reforge, sections

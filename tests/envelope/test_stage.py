@@ -15,7 +15,7 @@ from gateway.envelope.stage import H_ORDER, OpenStage, SealStage, open_stage, se
 from gateway.errors import ConfigError, PermissionError_
 from gateway.keyring import Keyring
 from gateway.message import Message
-from gateway.stage import STAGE_KINDS, NodeContext, Refusal, load_factory, run_chain
+from gateway.route.stages import STAGE_KINDS, NodeContext, Refusal, load_factory, run_chain
 
 from .conftest import Pki
 
@@ -70,7 +70,7 @@ def seal_and_open(pki: Pki, tmp_path: Path, batch: list[Message]) -> tuple[list[
 
 
 def test_registered_in_stage_kinds() -> None:
-    """gateway.stage finds both factories under their names; both run off the event loop."""
+    """gateway.route.stages finds both factories under their names; both run off the event loop."""
     assert STAGE_KINDS["seal"] == "gateway.envelope.stage:seal_stage"
     assert load_factory("seal") is seal_stage and load_factory("open") is open_stage
     assert SealStage.blocking and OpenStage.blocking

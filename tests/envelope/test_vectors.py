@@ -1,14 +1,18 @@
 """The published test vectors (tests/vectors/envelope-v1.json) agree with docs/envelope.md and the code.
 
 Two readers check every vector: a small verifier written here from docs/envelope.md alone (struct,
-hashlib and cryptography primitives, no jgw codec), and jgw's own Opener. Both must reach the same
-contents; the invalid vectors must be refused with their stated reason.
+hashlib and cryptography primitives, no jgw codec and no HPKE library: the HPKE key schedule of
+RFC 9180, DHKEM(P-256) and the X-Wing combiner are written out, so the vectors pin the X-Wing
+revision), and jgw's own Opener. Both must reach the same contents; the invalid vectors must be
+refused with their stated reason, the revocation vectors judged as section 9 says, and the test
+keys' PKCS#8 files must be the seed formats of section 1.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import struct
 from pathlib import Path
@@ -16,15 +20,16 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa, mlkem, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, MLKEM768X25519PrivateKey, Suite
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.envelope import EnvelopeError, Opener, OpenPolicy, codec, inner
-from gateway.keyring import CaTrust, DecryptionKey, Keyring, PeerKeys, hybrid_key_id, key_id
+from gateway.envelope import EnvelopeError, Opener, OpenPolicy, codec, inner, suites
+from gateway.keyring import CaTrust, CertificateTrust, DecryptionKey, Keyring, PeerKeys, hybrid_key_id, key_id
+from gateway.pki.keyring_trust import StoreTrust
+from gateway.pki.trust import TrustStore
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "envelope-v1.json").read_text("utf-8"))
 KEYS = VECTORS["keys"]
@@ -43,11 +48,12 @@ def p256_key(node: str) -> ec.EllipticCurvePrivateKey:
     return ec_private(KEYS[node]["encryption_ec_p256_private_scalar"])
 
 
-def hybrid_key(node: str) -> MLKEM768X25519PrivateKey:
-    return MLKEM768X25519PrivateKey(
-        mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes.fromhex(KEYS[node]["mlkem768_seed"])),
-        x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS[node]["x25519_private"])),
-    )
+def mlkem_key(node: str) -> mlkem.MLKEM768PrivateKey:
+    return mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes.fromhex(KEYS[node]["mlkem768_seed"]))
+
+
+def x25519_key(node: str) -> x25519.X25519PrivateKey:
+    return x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS[node]["x25519_private"]))
 
 
 def unplain(value: Any) -> Any:
@@ -77,6 +83,58 @@ def test_key_ids_and_certificates() -> None:
         m = mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes.fromhex(k["mlkem768_seed"]))
         xk = x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(k["x25519_private"]))
         assert hybrid_key_id(m.public_key(), xk.public_key()) == k["hybrid_key_id"]
+
+
+# -- HPKE base mode (RFC 9180) from primitives: docs/envelope.md sections 1 and 5 ---------------------
+
+XWING_LABEL = b"\\.//^\\"  # 5C 2E 2F 2F 5E 5C
+
+
+def _expand(prk: bytes, info: bytes, length: int) -> bytes:
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([i]), "sha256")
+        out, i = out + block, i + 1
+    return out[:length]
+
+
+def _labeled_extract(suite_id: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return hmac.digest(salt or bytes(32), b"HPKE-v1" + suite_id + label + ikm, "sha256")
+
+
+def _labeled_expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    return _expand(prk, struct.pack(">H", length) + b"HPKE-v1" + suite_id + label + info, length)
+
+
+def hpke_open(suite_id: int, entry: bytes, info: bytes, reader: str) -> dict[str, bytes]:
+    """Decrypt one key-block entry: the KEM (DHKEM(P-256) or X-Wing), then the key schedule."""
+    out: dict[str, bytes] = {}
+    if suite_id == 1:
+        kem_id, enc = 0x0010, entry[:65]
+        sk = p256_key(reader)
+        dh = sk.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), enc))
+        pk_rm = sk.public_key().public_bytes(serialization.Encoding.X962,
+                                             serialization.PublicFormat.UncompressedPoint)
+        kem_sid = b"KEM" + struct.pack(">H", kem_id)
+        eae_prk = _labeled_extract(kem_sid, b"", b"eae_prk", dh)
+        shared = _labeled_expand(kem_sid, eae_prk, b"shared_secret", enc + pk_rm, 32)
+    else:
+        kem_id, enc = 0x647A, entry[:1120]
+        ct_m, ct_x = enc[:1088], enc[1088:]
+        xk = x25519_key(reader)
+        out["xwing_ss_mlkem"] = mlkem_key(reader).decapsulate(ct_m)
+        out["xwing_ss_x25519"] = xk.exchange(x25519.X25519PublicKey.from_public_bytes(ct_x))
+        shared = hashlib.sha3_256(out["xwing_ss_mlkem"] + out["xwing_ss_x25519"] + ct_x
+                                  + xk.public_key().public_bytes_raw() + XWING_LABEL).digest()
+    sid = b"HPKE" + struct.pack(">HHH", kem_id, 0x0001, 0x0002)
+    context = (b"\x00" + _labeled_extract(sid, b"", b"psk_id_hash", b"")
+               + _labeled_extract(sid, b"", b"info_hash", info))
+    secret = _labeled_extract(sid, shared, b"secret", b"")
+    out["kem_shared_secret"] = shared
+    out["hpke_key"] = _labeled_expand(sid, secret, b"key", context, 32)
+    out["hpke_base_nonce"] = _labeled_expand(sid, secret, b"base_nonce", context, 12)
+    out["epoch_key"] = AESGCM(out["hpke_key"]).decrypt(out["hpke_base_nonce"], entry[len(enc):], b"")
+    return out
 
 
 # -- a verifier written from docs/envelope.md ------------------------------------------------------
@@ -119,8 +177,10 @@ def spec_open(raw: bytes, reader: str) -> dict[str, Any]:
         sigs.append(raw[q + 2 : q + 2 + n])
         q += 2 + n
     leaf = hashlib.sha256(b"\x00" + raw[:p1]).digest()
+    assert leaf_index < tree_size
     fn, sn, r = leaf_index, tree_size - 1, leaf
     for p in path:
+        assert sn != 0
         if fn & 1 or fn == sn:
             r = hashlib.sha256(b"\x01" + p + r).digest()
             while not fn & 1 and fn != 0:
@@ -160,14 +220,9 @@ def spec_open(raw: bytes, reader: str) -> dict[str, Any]:
         + reader.encode()
         + recipients[idx][1]
     )
-    if suite_id == 1:
-        epoch_key = Suite(KEM.P256, KDF.HKDF_SHA256, AEAD.AES_256_GCM).decrypt(
-            entries[idx], p256_key(reader), info=info
-        )
-    else:
-        epoch_key = Suite(KEM.MLKEM768_X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM).decrypt(
-            entries[idx], hybrid_key(reader), info=info
-        )
+    assert len(entries[idx]) == (65 if suite_id == 1 else 1120) + 48
+    kem = hpke_open(suite_id, entries[idx], info, reader)
+    epoch_key = kem["epoch_key"]
     salt = raw[p0 : p0 + 32]
     pkey = HKDF(hashes.SHA256(), 32, salt=salt, info=b"jgw-envelope/1 payload").derive(epoch_key)
     inner_record = AESGCM(pkey).decrypt(bytes(12), raw[p0 + 32 : p1], raw[:k1])
@@ -179,6 +234,7 @@ def spec_open(raw: bytes, reader: str) -> dict[str, Any]:
         "signing_input_hex": signing_input.hex(),
         "hpke_info_hex": info.hex(),
         "epoch_key_hex": epoch_key.hex(),
+        **{f"{k}_hex": v.hex() for k, v in kem.items() if k != "epoch_key"},
         "payload_key_hex": pkey.hex(),
         "inner_record_hex": inner_record.hex(),
         "aad_length": k1,
@@ -193,8 +249,12 @@ def test_spec_verifier_reproduces_intermediates(vector: dict[str, Any]) -> None:
     mid = vector["intermediate"]
     for reader, expected in mid["recipients"].items():
         got = spec_open(bytes.fromhex(vector["envelope_hex"]), reader)
-        assert got["hpke_info_hex"] == expected["hpke_info_hex"]
-        assert got["epoch_key_hex"] == expected["epoch_key_hex"]
+        kem_values = ["hpke_info_hex", "epoch_key_hex", "kem_shared_secret_hex", "hpke_key_hex",
+                      "hpke_base_nonce_hex"]
+        if vector["suite"] == "pq-hybrid":
+            kem_values += ["xwing_ss_mlkem_hex", "xwing_ss_x25519_hex"]
+        for name in kem_values:
+            assert got[name] == expected[name], name
         for name in (
             "header_hex",
             "leaf_hash_hex",
@@ -209,16 +269,18 @@ def test_spec_verifier_reproduces_intermediates(vector: dict[str, Any]) -> None:
         assert got["created_at_ms"] == vector["header"]["created_at_ms"]
 
 
-def _receiver(node: str) -> Keyring:
+def _receiver(node: str, trust: CertificateTrust | None = None) -> Keyring:
     ca = cert(KEYS["ca"]["certificate_pem"])
     city = KEYS["city-a"]
     peer = PeerKeys.build(
         "city-a", [cert(city["signing_certificate_pem"]), cert(city["mldsa65_certificate_pem"])]
     )
-    m = mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes.fromhex(KEYS[node]["mlkem768_seed"]))
-    xk = x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS[node]["x25519_private"]))
     return Keyring.build(
-        node, None, CaTrust([ca]), [DecryptionKey.p256(p256_key(node)), DecryptionKey.hybrid(m, xk)], [peer]
+        node,
+        None,
+        trust or CaTrust([ca]),
+        [DecryptionKey.p256(p256_key(node)), DecryptionKey.hybrid(mlkem_key(node), x25519_key(node))],
+        [peer],
     )
 
 
@@ -281,3 +343,113 @@ def test_vectors_fail_outside_their_window() -> None:
     with pytest.raises(EnvelopeError) as info:
         _opener().open(bytes.fromhex(vector["envelope_hex"]), _receiver("dc-b"), later)
     assert info.value.reason == "outside-window"
+
+
+def test_vectors_cover_batches_of_both_suites() -> None:
+    """The file holds, for each suite, a lone message and a batch of at least 5 leaves (every leaf of
+    it), with two recipients."""
+    for suite in ("default", "pq-hybrid"):
+        mine = [v for v in VECTORS["vectors"] if v["suite"] == suite]
+        sizes = {v["intermediate"]["tree_size"] for v in mine}
+        assert 1 in sizes and max(sizes) >= 5, suite
+        big = max(sizes)
+        assert sorted(v["intermediate"]["leaf_index"] for v in mine if v["intermediate"]["tree_size"] == big) == list(
+            range(big)
+        )
+        assert any(len(v["intermediate"]["recipients"]) == 2 for v in mine), suite
+
+
+def test_vectors_reach_the_nesting_limit() -> None:
+    """One vector's headers nest exactly 8 levels below the headers table (docs/envelope.md section 7);
+    the invalid list has a ninth level, refused at check 13."""
+
+    def depth(value: Any) -> int:
+        if isinstance(value, dict) and set(value) != {"bytes_hex"}:
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        return 0
+
+    deepest = max(max((depth(v) for v in vec["contents"]["headers"].values()), default=0)
+                  for vec in VECTORS["vectors"])
+    assert deepest == 8
+    assert any(v["reason"] == "envelope-malformed" and "9 levels" in v["name"] for v in VECTORS["invalid"])
+
+
+PKCS8_SEED_PREFIXES = {
+    # RFC 9935 (ML-KEM-768, seed form: [0] IMPLICIT OCTET STRING of d || z), RFC 9881 (ML-DSA-65, seed
+    # form: [0] IMPLICIT OCTET STRING of xi), RFC 8410 (X25519: CurvePrivateKey)
+    "mlkem768": bytes.fromhex("3054020100300b0609608648016503040402044280 40".replace(" ", "")),
+    "mldsa65": bytes.fromhex("3034020100300b0609608648016503040312042280 20".replace(" ", "")),
+    "x25519": bytes.fromhex("302e020100300506032b656e04220420"),
+}
+
+
+def test_test_keys_are_given_in_the_documented_seed_formats() -> None:
+    """Each test key's raw form (P-256 scalar, ML-DSA-65 seed xi, ML-KEM-768 seed d || z, X25519 private
+    key) and its PKCS#8 file agree, and the PKCS#8 files of the post-quantum and X25519 keys are exactly
+    the seed forms of docs/envelope.md section 1: a fixed prefix, then the raw bytes."""
+
+    def der(pem: str) -> bytes:
+        key = serialization.load_pem_private_key(pem.encode("ascii"), None)
+        return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    city = KEYS["city-a"]
+    seed = bytes.fromhex(city["mldsa65_seed"])
+    assert len(seed) == 32
+    ml = serialization.load_pem_private_key(city["mldsa65_pkcs8_pem"].encode("ascii"), None)
+    assert isinstance(ml, mldsa.MLDSA65PrivateKey) and ml.private_bytes_raw() == seed
+    assert der(city["mldsa65_pkcs8_pem"]) == PKCS8_SEED_PREFIXES["mldsa65"] + seed
+    signing = serialization.load_pem_private_key(city["signing_pkcs8_pem"].encode("ascii"), None)
+    assert isinstance(signing, ec.EllipticCurvePrivateKey)
+    assert signing.private_numbers().private_value == int(city["signing_ec_p256_private_scalar"], 16)
+    for node in ("dc-b", "cs-c"):
+        k = KEYS[node]
+        d_z, xs = bytes.fromhex(k["mlkem768_seed"]), bytes.fromhex(k["x25519_private"])
+        assert (len(d_z), len(xs)) == (64, 32)
+        assert der(k["mlkem768_pkcs8_pem"]) == PKCS8_SEED_PREFIXES["mlkem768"] + d_z
+        assert der(k["x25519_pkcs8_pem"]) == PKCS8_SEED_PREFIXES["x25519"] + xs
+        enc = serialization.load_pem_private_key(k["encryption_pkcs8_pem"].encode("ascii"), None)
+        assert isinstance(enc, ec.EllipticCurvePrivateKey)
+        assert enc.private_numbers().private_value == int(k["encryption_ec_p256_private_scalar"], 16)
+        # the X-Wing public key is the ML-KEM-768 encapsulation key, then the X25519 public key
+        pk = bytes.fromhex(k["xwing_public_key_hex"])
+        assert pk == mlkem_key(node).public_key().public_bytes_raw() + x25519_key(node).public_key().public_bytes_raw()
+        assert len(pk) == 1216
+
+
+def _store_trust(tmp_path: Path, crl_pem: str) -> StoreTrust:
+    (tmp_path / "anchors").mkdir(parents=True)
+    (tmp_path / "crls").mkdir()
+    (tmp_path / "anchors" / "ca.pem").write_text(KEYS["ca"]["certificate_pem"])
+    (tmp_path / "crls" / "ca.pem").write_text(crl_pem)
+    return StoreTrust(TrustStore.load(tmp_path, dt.datetime.now(dt.UTC)))
+
+
+@pytest.mark.parametrize("case", VECTORS["revocation"], ids=[c["name"] for c in VECTORS["revocation"]])
+def test_revocation_vectors(case: dict[str, Any], tmp_path: Path) -> None:
+    """Each revocation vector is judged as docs/envelope.md section 9 (check 6) says, by both trust
+    hooks: the CLI's (CaTrust) and the daemon's (the CRL-checked TrustStore)."""
+    vector = next(v for v in VECTORS["vectors"] if v["name"] == case["envelope"])
+    raw = bytes.fromhex(vector["envelope_hex"])
+    now = dt.datetime.fromisoformat(vector["open_at"]).timestamp()
+    crl = x509.load_pem_x509_crl(case["crl_pem"].encode("ascii"))
+    hooks: list[CertificateTrust] = [CaTrust([cert(KEYS["ca"]["certificate_pem"])], crls=[crl]),
+                                     _store_trust(tmp_path, case["crl_pem"])]
+    for hook in hooks:
+        receiver = _receiver("dc-b", hook)
+        if case["reason"] is None:
+            assert _opener().open(raw, receiver, now).contents.body == bytes.fromhex(vector["contents"]["body_hex"])
+        else:
+            with pytest.raises(EnvelopeError) as info:
+                _opener().open(raw, receiver, now)
+            assert info.value.reason == case["reason"], type(hook).__name__
+            assert "revoked" in info.value.detail
+
+
+def test_the_code_names_the_specified_kems() -> None:
+    """jgw's suite table says what section 1 says: KEM ids 0x0010 and 0x647A, the X-Wing label."""
+    assert (suites.DEFAULT.kem_id, suites.PQ_HYBRID.kem_id) == (0x0010, 0x647A)
+    assert suites.XWING_LABEL == XWING_LABEL == bytes.fromhex("5c2e2f2f5e5c")
+    assert suites.PQ_HYBRID.key_entry_bytes == 1120 + 48 and suites.DEFAULT.key_entry_bytes == 65 + 48

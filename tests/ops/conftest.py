@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.testing.prom import PrometheusTools, find_prometheus_tools
+from tests.lab.prom import PrometheusTools, find_prometheus_tools
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import control
 from gateway.errors import UnavailableError
-from gateway.testing.harness import Amqp
+from gateway.service import control
+from tests.lab.harness import Amqp
 from tests.ops.notify_socket import Datagram, NotifySocket
 
 

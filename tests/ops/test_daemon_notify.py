@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.hop import STALL_SECONDS
 from gateway.pki.devinit import DevPki, init_dev, stage_generation
 from gateway.pki.layout import CertsDir
-from gateway.testing.harness import Amqp, Names, NodeFactory
+from gateway.route.runner import STALL_SECONDS
+from tests.lab.harness import Amqp, Names, NodeFactory
 from tests.ops.daemon import (
     Daemon,
     NotifyRecorder,

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from gateway import reasons
 from gateway.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "operations.md"
 RUNBOOKS = sorted((REPO / "ops" / "runbooks").glob("*.md"))
-DAEMON_MODULES = ["hop", "amqp", "relay", "commit", "watchdog", "sdnotify", "metrics_http"]
+DAEMON_MODULES = ["route/runner", "route/stages", "route/commit", "route/ends", "amqp/link", "amqp/connection",
+                  "amqp/source", "amqp/sink", "service/relay", "tasks", "service/watchdog", "service/sdnotify",
+                  "service/metrics_http", "files/route_source", "files/route_sink", "files/endpoint",
+                  "cluster/stream"]
 LEVELS = ("error", "warning", "info")
 JGW = re.compile(r"^(?:/opt/jgw/venv/bin/)?jgw\s+(?!@)")
 
@@ -157,5 +161,14 @@ def test_the_checks_can_fail() -> None:
     """A wrong flag, a wrong verb and a missing argument are all caught."""
     assert parses("jgw dlq replay /etc/jgw/jgw.toml --everything") is not None
     assert parses("jgw dlq purge /etc/jgw/jgw.toml") is not None
-    assert parses("jgw quarantine show /etc/jgw/jgw.toml") is not None
+    assert parses("jgw quarantine show") is not None  # CONFIG may be left out (default), the id may not
     assert parses("jgw dlq replay /etc/jgw/jgw.toml MESSAGE_ID [MESSAGE_ID ...]") is None
+
+
+def test_the_reason_table_of_the_doc_is_the_one_in_the_code() -> None:
+    """docs/operations.md's reason codes are generated from gateway/reasons.py: every code, its
+    disposition, exit status and text, in the table's order (most severe first)."""
+    text = DOC.read_text()
+    block = text[text.index("<!-- reasons:begin -->\n") + len("<!-- reasons:begin -->\n"):
+                 text.index("<!-- reasons:end -->")]
+    assert block == reasons.markdown(), "regenerate with: python -m gateway.reasons"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import LogfmtFormatter, log_event, setup_logging, stderr_is_journal
+from gateway.service.logs import LogfmtFormatter, log_event, setup_logging, stderr_is_journal
 
 
 def synthetic_kojin_bango(first11: str) -> str:
@@ -97,7 +97,7 @@ def test_japanese_text_is_readable() -> None:
 
 
 class MaskDigits(logging.Filter):
-    """Stands for gateway.redact: masks 12-digit runs in the text it can see."""
+    """Stands for gateway.policy.redact: masks 12-digit runs in the text it can see."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         mask = re.compile(r"\d{12}")
@@ -178,7 +178,7 @@ def test_journal_priority_prefix(tmp_path: Path) -> None:
 
 def test_real_stderr_of_a_process() -> None:
     """The daemon's set-up writes to its own stderr, nothing to stdout."""
-    code = ("import logging; from gateway.logs import setup_logging, log_event;"
+    code = ("import logging; from gateway.service.logs import setup_logging, log_event;"
             "setup_logging('json', 'info');"
             "log_event(logging.getLogger('jgw.relay'), 'info', 'node.ready', 'jgw ready', routes=3)")
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
@@ -200,8 +200,8 @@ def test_logfmt_value_quoting() -> None:
 
 
 def test_with_the_project_redaction_filter() -> None:
-    """gateway.redact.RedactingFilter via setup_logging masks a 個人番号 everywhere in a line."""
-    from gateway.redact import RedactingFilter
+    """gateway.policy.redact.RedactingFilter via setup_logging masks a 個人番号 everywhere in a line."""
+    from gateway.policy.redact import RedactingFilter
 
     buf = io.StringIO()
     setup_logging("json", "info", stream=buf, journal=False, filters=[RedactingFilter()])

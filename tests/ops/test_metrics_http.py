@@ -15,9 +15,9 @@ import pytest
 
 from gateway.errors import ConfigError, DataError, NoInputError, UnavailableError
 from gateway.metrics import Metrics
-from gateway.metrics_http import Limits, MetricsServer, is_loopback, serve_metrics, server_tls_context
+from gateway.service.metrics_http import Limits, MetricsServer, is_loopback, serve_metrics, server_tls_context
+from tests.lab.testca import TlsCa
 from tests.ops.loop_thread import LoopThread
-from tests.ops.throwaway_pki import ThrowawayCA
 
 FAST = Limits(handshake_timeout=1.0, header_timeout=1.0, write_timeout=2.0, max_connections=4)
 
@@ -166,7 +166,7 @@ def test_non_loopback_needs_client_certificates(loop: LoopThread, metrics: Metri
     with pytest.raises(ConfigError) as err:
         loop.run(serve_metrics(metrics.registry, "0.0.0.0", 0, config_file="/etc/jgw/jgw.toml"))
     assert err.value.file == "/etc/jgw/jgw.toml" and err.value.key == "node.metrics_listen"
-    ca = ThrowawayCA(tmp_path / "ca")
+    ca = TlsCa(tmp_path / "ca")
     srv = ca.issue("metrics-server", server=True)
     no_client_auth = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     no_client_auth.load_cert_chain(srv.cert, srv.key)
@@ -204,7 +204,7 @@ def peer_cn(port: int, ctx: ssl.SSLContext) -> str:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Path]:
-    ca = ThrowawayCA(tmp_path / "ca")
+    ca = TlsCa(tmp_path / "ca")
     srv = ca.issue("metrics-server", server=True)
     cli = ca.issue("prometheus", server=False)
     return {"ca": ca.cert_path, "server": srv.cert, "server_key": srv.key, "client": cli.cert,
@@ -250,7 +250,7 @@ def test_certificate_swap_without_restart(loop: LoopThread, metrics: Metrics, pk
     """set_ssl_context: new handshakes get the new certificate and the new client CA; the listener stays."""
     ctx = server_tls_context(pki["server"], pki["server_key"], pki["ca"])
     server = loop.run(serve_metrics(metrics.registry, "127.0.0.1", 0, ssl_context=ctx, limits=FAST))
-    new_ca = ThrowawayCA(tmp_path / "new-ca", cn="jgw-test-ca-2027")
+    new_ca = TlsCa(tmp_path / "new-ca", cn="jgw-test-ca-2027")
     new_srv = new_ca.issue("metrics-server-2027", server=True)
     new_cli = new_ca.issue("prometheus-2027", server=False)
     old_client = client_context(pki["ca"], pki["client"], pki["client_key"])
@@ -283,7 +283,7 @@ def test_plain_server_refuses_tls_swap(loop: LoopThread, metrics: Metrics, pki: 
 
 def test_bad_tls_material_is_a_clear_error(pki: dict[str, Path], tmp_path: Path) -> None:
     """A key that does not match the certificate names the files instead of raising ssl.SSLError."""
-    other = ThrowawayCA(tmp_path / "other").issue("other", server=True)
+    other = TlsCa(tmp_path / "other").issue("other", server=True)
     with pytest.raises(DataError, match=r"metrics-server\.pem"):
         server_tls_context(pki["server"], other.key, pki["ca"])
     with pytest.raises(NoInputError):

@@ -1,4 +1,4 @@
-"""gateway.testing.prom fetches promtool and prometheus from Debian's package on a fresh machine."""
+"""tests.lab.prom fetches promtool and prometheus from Debian's package on a fresh machine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import UnavailableError
-from gateway.testing.prom import find_prometheus_tools
+from tests.lab.prom import find_prometheus_tools
 
 
 def test_fetch_into_an_empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

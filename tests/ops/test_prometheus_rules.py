@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from gateway.metrics import Metrics
-from gateway.testing.prom import PrometheusTools
+from tests.lab.prom import PrometheusTools
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "ops" / "prometheus" / "rules.yml"
@@ -67,6 +67,10 @@ def test_rules_use_only_exported_metrics() -> None:
     m.cert_expiry.labels("signing", "CN=x").set(1)
     m.crl_next_update.labels("CN=ca").set(1)
     m.e2e_latency.labels("r").observe(0.1)
+    m.init_file_route("r", source=True)
+    m.init_sftp("r", "s")
+    m.queue_members_online.labels("r").set(3)
+    m.queue_members_expected.labels("r").set(3)
     exported = {s.name for fam in m.registry.collect() for s in fam.samples}
     used = set(re.findall(r"\bjgw_[a-z_]+", RULES.read_text()))
     assert used - exported == set()
@@ -78,5 +82,7 @@ def test_exposition_passes_promtool_lint(prom_tools: PrometheusTools) -> None:
 
     m = Metrics("lint")
     m.init_route("juki-out")
+    m.init_file_route("ido-file-to-dc", source=True)
+    m.init_sftp("ido-file-to-dc", "ocr")
     proc = promtool(prom_tools, "check", "metrics", stdin=generate_latest(m.registry).decode())
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sdnotify import Notifier, watchdog_timeout
+from gateway.service.sdnotify import Notifier, watchdog_timeout
 from tests.ops.notify_socket import NotifySocket
 
 

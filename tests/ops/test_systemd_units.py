@@ -184,3 +184,17 @@ def test_sysusers_and_tmpfiles_into_a_scratch_root(tmp_path: Path) -> None:
     for d, want in expected.items():
         st = (root / d).stat()
         assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == want, d
+
+
+def test_crl_fetch_units_verify_clean(tmp_path: Path) -> None:
+    """The CRL fetch example (service + timer): `systemd-analyze verify` prints nothing, with the
+    helper where install.sh puts it (PREFIX/share/bin)."""
+    helper = REPO / "ops" / "bundle" / "jgw-crl-fetch"
+    text = (UNITS / "jgw-crl-fetch.service").read_text()
+    assert "/opt/jgw/share/bin/jgw-crl-fetch" in text
+    (tmp_path / "jgw-crl-fetch.service").write_text(text.replace("/opt/jgw/share/bin/jgw-crl-fetch", str(helper)))
+    shutil.copyfile(UNITS / "jgw-crl-fetch.timer", tmp_path / "jgw-crl-fetch.timer")
+    for unit in ("jgw-crl-fetch.service", "jgw-crl-fetch.timer"):
+        proc = subprocess.run([systemd_analyze(), "verify", str(tmp_path / unit)], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0 and proc.stdout + proc.stderr == "", unit + ": " + proc.stdout + proc.stderr

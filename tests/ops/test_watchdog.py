@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sdnotify import Notifier
-from gateway.watchdog import ProgressWatchdog, progress_within
+from gateway.service.sdnotify import Notifier
+from gateway.service.watchdog import ProgressWatchdog, progress_within
 from tests.ops.notify_socket import NotifySocket
 
 TIMEOUT = 0.2  # WatchdogSec for the test: pings every 0.1 s

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.testing.rabbitnode import PrivateNode
+from tests.lab.rabbitnode import PrivateNode
 
 
 @dataclass

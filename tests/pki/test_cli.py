@@ -120,6 +120,29 @@ def test_install_preflight_refusals(world: World, tmp_path: Path, case: str, kw:
     assert (world.a.cd.staging / "signing.pem").read_bytes() == staged_before
 
 
+def test_issued_certificates_bind_the_node(world: World, tmp_path: Path) -> None:
+    """jgw pki csr asks for, and the dev CA issues, one subjectAltName URI urn:jgw:node:<id> with the
+    node id as CN; issue-dev refuses a request that names another node than --node (issue 15 item 7)."""
+    from cryptography import x509
+
+    from gateway.keyring import certificate_node_id
+
+    issued = csr_and_issue(world, "signing", tmp_path)
+    cert = read_certificates(issued)[0]
+    assert certificate_node_id(cert) == "city-a"
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "city-a"
+    req = x509.load_pem_x509_csr((world.a.cd.staging / "signing.csr").read_bytes())
+    assert req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier) == ["urn:jgw:node:city-a"]
+    r = jgw("pki", "issue-dev", str(world.ca.directory), str(world.a.cd.staging / "signing.csr"),
+            "--purpose", "signing", "--node", "dc-b", "--out", str(tmp_path / "wrong.pem"))
+    assert r.returncode == 65 and "names node city-a" in r.stderr, r.stderr
+    assert not (tmp_path / "wrong.pem").exists()
+    for site in (world.a, world.b):
+        for slot in ("tls-client", "signing", "encryption", "signing-mldsa65"):
+            assert certificate_node_id(read_certificates(site.cd.live_dir() / f"{slot}.pem")[0]) == site.node_id
+
+
 def test_install_certificate_for_no_staged_key(world: World, tmp_path: Path) -> None:
     """A certificate whose key is nowhere in staging is refused as key-mismatch with what to do."""
     cert = world.ca.issue(new_key().public_key(), Purpose.SIGNING, dt.datetime.now(dt.UTC), node_id="city-a")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pika
 import pytest
 
+from gateway.amqp.blocking import check_login
 from gateway.config import TlsConfig
 from gateway.errors import UnavailableError
 from gateway.pki.devca import DevCa, new_key
@@ -24,9 +25,9 @@ from gateway.pki.files import pem_certificates, read_certificate, write_atomic, 
 from gateway.pki.layout import CertsDir
 from gateway.pki.material import load_node_material
 from gateway.pki.purpose import Purpose
-from gateway.pki.tls import check_login, client_context, external_credentials, ssl_options
+from gateway.pki.tls import client_context
 from gateway.pki.trust import TrustStore
-from gateway.testing.rabbitnode import TlsListener, rabbitmq_installed
+from tests.lab.rabbitnode import TlsListener, rabbitmq_installed
 from tests.pki.crlnode import CrlCheckingNode
 from tests.pki.jgwcli import run as jgw
 
@@ -108,8 +109,8 @@ def test_good_certificate_logs_in_with_external(env: Env) -> None:
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2 and ctx.check_hostname
     assert ctx.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
     params = pika.ConnectionParameters(host="127.0.0.1", port=env.node.tls.port,  # type: ignore[union-attr]
-                                       ssl_options=ssl_options(ctx, "localhost"),
-                                       credentials=external_credentials())
+                                       ssl_options=pika.SSLOptions(ctx, "localhost"),
+                                       credentials=pika.credentials.ExternalCredentials())
     conn = pika.BlockingConnection(params)
     try:
         listed = env.node.ctl("list_connections", "user", "auth_mechanism", "ssl_protocol").stdout

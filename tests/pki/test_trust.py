@@ -106,6 +106,25 @@ def test_revocation_as_of_an_earlier_instant(tmp_path: Path, now: dt.datetime) -
     assert refused(lambda: store.verify(compromised, Purpose.SIGNING, at=before, now=now)).code == "revoked"
 
 
+@pytest.mark.parametrize("reason", ["none", "unspecified", "certificate_hold"])
+def test_revocation_without_a_safe_reason_counts_for_every_instant(tmp_path: Path, now: dt.datetime,
+                                                                   reason: str) -> None:
+    """Only a CRL entry whose reason says the key was not compromised (superseded,
+    cessationOfOperation, affiliationChanged, privilegeWithdrawn) leaves earlier messages valid; no
+    reason, unspecified or certificateHold count as revoked at any instant (issue 15 item 8)."""
+    ca = DevCa.create(tmp_path / "old-ca", now - 30 * DAY)
+    cert = issue(ca, Purpose.SIGNING, now, not_before=now - 10 * DAY)
+    ca.revoke(cert.serial_number, reason)
+    crl = ca.make_crl(now, revoked_at=now - DAY, last_update=now - dt.timedelta(hours=1))
+    store = TrustStore.load(write_trust(tmp_path / "t", [ca], {"ca.pem": crl}), now)
+    before = now - 3 * DAY
+    assert refused(lambda: store.verify(cert, Purpose.SIGNING, at=before, now=now)).code == "revoked"
+    hook = StoreTrust(store, clock=lambda: now)
+    with pytest.raises(keyring.CertificateUntrusted) as info:
+        hook.check_certificate(cert, keyring.PURPOSE_SIGNING, before)
+    assert info.value.code == "revoked"
+
+
 BOTH = key_usage(digital_signature=True, key_agreement=True)
 WRONG_PURPOSE = {
     "encryption certificate used for signing": (Purpose.ENCRYPTION, Purpose.SIGNING, {}),
@@ -159,6 +178,17 @@ def test_node_id_mismatch(store: TrustStore, ca: DevCa, now: dt.datetime) -> Non
     cert = issue(ca, Purpose.SIGNING, now)
     err = refused(lambda: store.verify(cert, Purpose.SIGNING, at=now, node_id="dc-b"))
     assert err.code == "name-mismatch" and "city-a" in err.reason
+
+
+@pytest.mark.parametrize("case", ["dns-name", "cn-only"])
+def test_node_is_named_by_its_node_uri_only(store: TrustStore, ca: DevCa, now: dt.datetime, case: str) -> None:
+    """The node a certificate belongs to is its one subjectAltName URI urn:jgw:node:<id> (issue 15
+    item 7): a dNSName or a CN that spells the node id does not bind the certificate to it."""
+    key = new_key().public_key()
+    cert = (ca.issue(key, Purpose.SIGNING, now, cn="city-a", hosts=["city-a"]) if case == "dns-name"
+            else ca.issue(key, Purpose.SIGNING, now, cn="city-a"))
+    err = refused(lambda: store.verify(cert, Purpose.SIGNING, at=now, node_id="city-a"))
+    assert err.code == "name-mismatch" and "urn:jgw:node:city-a" in err.reason
 
 
 def test_expired_crl_is_refused_at_load(tmp_path: Path, ca: DevCa, now: dt.datetime) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gateway.policy.detector import check_digit_ok, scanner
-from gateway.testing import synth
+from tests.lab import synth
 
 NAIVE = re.compile(r"(?<!\d)(\d{4})[ \-\u3000－]?(\d{4})[ \-\u3000－]?(\d{4})(?!\d)")
 

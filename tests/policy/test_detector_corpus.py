@@ -1,6 +1,6 @@
 """The 個人番号 corpus: every written form in every declared encoding, and the look-alikes.
 
-Numbers come from gateway.testing.synth (random, valid check digit, never real). Each case puts
+Numbers come from tests.lab.synth (random, valid check digit, never real). Each case puts
 numbers at known byte offsets in filler text and checks the scanner reports exactly those offsets.
 """
 
@@ -11,7 +11,7 @@ import random
 import pytest
 
 from gateway.policy.detector import EncodingError, find_personal_numbers, scanner
-from gateway.testing import synth
+from tests.lab import synth
 
 SEEDS = range(6)
 

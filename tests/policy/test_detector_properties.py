@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy.detector import check_digit_ok, find_personal_numbers, known_encodings
-from gateway.testing import synth
+from tests.lab import synth
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from gateway import config
-from gateway.config import Options
 from gateway.message import Message
 from gateway.metrics import Metrics
+from gateway.options import Options
 from gateway.policy.detector import find_personal_numbers
+from gateway.policy.redact import contains_personal_number
 from gateway.policy.stage import policy_stage
-from gateway.redact import contains_personal_number
-from gateway.stage import NodeContext, Refusal
-from gateway.testing import synth
+from gateway.route.stages import NodeContext, Refusal
+from tests.lab import synth
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 

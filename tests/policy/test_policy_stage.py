@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from gateway import config
-from gateway.config import Options, RouteConfig
+from gateway.config import RouteConfig
 from gateway.errors import ConfigError
 from gateway.message import Message
+from gateway.options import Options
 from gateway.policy.stage import PolicyStage, config_warnings, policy_stage
-from gateway.stage import STAGE_KINDS, NodeContext, Refusal, load_factory
-from gateway.testing import synth
+from gateway.route.stages import STAGE_KINDS, NodeContext, Refusal, load_factory
+from tests.lab import synth
 
 
 def route(tmp_path: Path, **fields: Any) -> RouteConfig:
@@ -44,7 +45,7 @@ def msg(body: bytes, **kw: Any) -> Message:
 
 
 def test_registered_under_the_policy_kind() -> None:
-    """gateway.stage finds this factory under the name "policy"."""
+    """gateway.route.stages finds this factory under the name "policy"."""
     assert STAGE_KINDS["policy"] == "gateway.policy.stage:policy_stage"
     assert load_factory("policy") is policy_stage
 

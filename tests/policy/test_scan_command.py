@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.commands import scan
-from gateway.testing import synth
+from tests.lab import synth
 
 
 def run(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from gateway import config as config_mod
 from gateway.cli import main
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, NoInputError
 
 GOOD = """\
 [node]
@@ -115,9 +115,12 @@ def test_audit_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
     assert off.audit is None
 
 
-def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found"):
+def test_missing_file_is_no_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config file that is not there is EX_NOINPUT (66), as docs/operations.md says, naming the file."""
+    with pytest.raises(NoInputError, match="config file not found"):
         config_mod.load(tmp_path / "nope.toml")
+    assert main(["status", str(tmp_path / "nope.toml")]) == 66
+    assert capsys.readouterr().err == f"jgw: {tmp_path / 'nope.toml'}: config file not found\n"
 
 
 def test_check_config_prints_routes_and_marks_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +129,7 @@ def test_check_config_prints_routes_and_marks_defaults(tmp_path: Path, capsys: p
     out = capsys.readouterr().out
     assert "juki-to-cs [jimu:1-⑥]" in out
     assert "local:juki.out → (no stages) → dc:jgw.in/cs" in out
-    assert "retry=1s,10s (default)" in out and "max_size=1048576 " in out
+    assert "retry=1s,10s (default)" in out and "max_size=1MiB " in out, "sizes as written (issue 9 item 4)"
     assert "secret" not in out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.confirms import Confirm, ConfirmTracker
+from gateway.amqp.confirms import Confirm, ConfirmTracker
 
 
 def publish(tracker: ConfirmTracker[str], *tokens: str) -> list[int]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testing.harness import Amqp, JgwProcess, Names, NodeFactory, running, wait_for
-from gateway.testing.rabbitnode import PrivateNode, free_port
+from tests.lab.harness import Amqp, JgwProcess, Names, NodeFactory, running, wait_for
+from tests.lab.rabbitnode import PrivateNode, free_port
 
 pytestmark = pytest.mark.slow
 

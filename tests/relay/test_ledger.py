@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ledger import SourceLedger
+from gateway.amqp.ledger import SourceLedger
 
 
 def ledger(*tags: int) -> SourceLedger:

@@ -6,6 +6,7 @@ queue (bytes and ids), what the CLI says, what the metrics say.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.testing.harness import (
+from tests.lab.harness import (
     Amqp,
     JgwProcess,
     Names,
@@ -23,7 +24,7 @@ from gateway.testing.harness import (
     scrape_metric,
     wait_for,
 )
-from gateway.testing.rabbitnode import free_port
+from tests.lab.rabbitnode import free_port
 
 
 def metric(port: int, name: str, **labels: str) -> float:
@@ -243,3 +244,39 @@ def _dlq(cfg: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object
 
 def _purge_set_aside(amqp: Amqp, *ids: str) -> None:
     purge_set_aside(amqp.url, ids)
+
+
+def test_an_upgrade_keeps_an_ordered_queue_and_single_active_is_explained(names: Names, node_config: NodeFactory,
+                                                                           amqp: Amqp) -> None:
+    """An upgrade: the ordered route's source queue exists, declared as before (no single-active
+    argument), with a message waiting. By default ('one') jgw takes the queue as it is and delivers
+    the message. Configured for standby instances ('single-active'), RabbitMQ refuses the changed
+    declaration; status and log say what to do about it, and the message stays in the queue."""
+    r = names.route("ordered")
+    ordered = route(names, ordering={"header": "x-person"}, sink_queue=f"{names.prefix}.dst")
+    cfg = node_config({r: ordered})
+    amqp.declare_source(cfg, r)  # as the version before declared it
+    first = amqp.publish(src(names), [b"from before the upgrade"], headers={"x-person": "p1"})
+    with JgwProcess(cfg):
+        assert [m.message_id for m in amqp.drain(f"{names.prefix}.dst", expect=1, timeout=30)] == first
+
+    waiting = amqp.publish(src(names), [b"waiting"], headers={"x-person": "p1"})
+    cfg = node_config({r: {**ordered, "consumers": "single-active"}})
+    proc = JgwProcess(cfg).start(wait=False)
+    try:
+        def problem() -> str:
+            with contextlib.suppress(Exception):
+                for rt in proc.status()["routes"]:
+                    if rt["route"] == r and "inequivalent arg" in json.dumps(rt, ensure_ascii=False):
+                        return json.dumps(rt, ensure_ascii=False)
+            return ""
+
+        try:
+            said = wait_for(problem, timeout=30, what="the route's problem in status")
+        except TimeoutError:
+            raise AssertionError(f"{proc.status()}\n{proc.log()}") from None
+        assert "x-single-active-consumer" in said and "let it drain, delete it" in said
+        assert "let it drain, delete it" in proc.log()
+    finally:
+        proc.stop()
+    assert [m.message_id for m in amqp.drain(src(names), expect=1, timeout=10)] == waiting

@@ -36,9 +36,9 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.envelope import Envelope, parse
-from gateway.testing import synth
-from gateway.testing.harness import MAIN_URL, Amqp, JgwProcess, Received, render_config, unique
-from gateway.testing.rabbitnode import PrivateNode, free_port
+from tests.lab import synth
+from tests.lab.harness import MAIN_URL, Amqp, JgwProcess, Received, render_config, unique
+from tests.lab.rabbitnode import PrivateNode, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CITY, DC = "cityhall", "datacenter"
@@ -86,7 +86,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def start_dc_broker(base: Path, pki: Path) -> PrivateNode:
     """The data centre's RabbitMQ: TLS listener with mTLS, EXTERNAL users named by each node's CN."""
-    from gateway.testing.rabbitnode import TlsListener
+    from tests.lab.rabbitnode import TlsListener
 
     node = PrivateNode(base=base, tls=TlsListener(cacert=pki / "broker" / "ca.pem",
                                                   cert=pki / "broker" / "server.pem",
@@ -288,7 +288,7 @@ class Sites:
         wait_disconnected(self.dc_node, (CITY, DC))
         with Amqp(MAIN_URL) as main:  # the city hall's queues live on the shared broker
             from gateway import config as config_mod
-            from gateway.topology import retry_queue
+            from gateway.amqp.topology import retry_queue
 
             route = config_mod.load(self.config(CITY)).routes[self.to_dc]
             retries = (retry_queue(route, i) for i in range(len(route.retry)))

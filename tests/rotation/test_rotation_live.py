@@ -31,9 +31,9 @@ from gateway.keyring import certificate_key_id
 from gateway.pki.devca import DevCa
 from gateway.pki.files import pem_certificates, read_certificate, write_atomic
 from gateway.pki.generation import SLOT_BY_NAME
-from gateway.testing.faultproxy import FaultProxyServer
-from gateway.testing.harness import Amqp, Received
-from gateway.testing.rabbitnode import PrivateNode, rabbitmq_installed
+from tests.lab.faultproxy import FaultProxyServer
+from tests.lab.harness import Amqp, Received
+from tests.lab.rabbitnode import PrivateNode, rabbitmq_installed
 from tests.rotation.sites import (
     CITY,
     DC,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testing.rabbitnode import rabbitmq_installed
+from tests.lab.rabbitnode import rabbitmq_installed
 from tests.scenarios.sites import Brokers, World
 
 

@@ -42,12 +42,13 @@ from typing import Any
 
 import pika
 
+from gateway.audit import per_message
 from gateway.catalog import default_catalog
 from gateway.envelope.stage import H_ORDER
 from gateway.message import H_SENT_AT
 from gateway.pki.devinit import DevPki, init_dev
-from gateway.testing.harness import Amqp, JgwProcess, Received, render_config, scrape_metric, wait_for
-from gateway.testing.rabbitnode import PrivateNode, TlsListener, free_port
+from tests.lab.harness import Amqp, JgwProcess, Received, render_config, scrape_metric, wait_for
+from tests.lab.rabbitnode import PrivateNode, TlsListener, free_port
 
 #: The business systems' per-person key (a 住民票コード-like id in production). In clear only on the
 #: city hall's own broker; between sites it travels as an HMAC (``x-jgw-order``).
@@ -256,9 +257,11 @@ class World:
         return open_from(catalog_route(ref, source=source, sink=sink, **extra), sender=sender, name=name)
 
     def write(self, site: str, routes: dict[str, dict[str, Any]], *,
-              peers: dict[str, dict[str, Any]] | None = None, defaults: dict[str, Any] | None = None) -> Path:
+              peers: dict[str, dict[str, Any]] | None = None, defaults: dict[str, Any] | None = None,
+              tables: dict[str, dict[str, Any]] | None = None) -> Path:
         """Write ``site``'s config: its own broker as ``local`` (plain for the city hall's jgw, which
-        runs next to it; mTLS for the LGWAN peers, as config/examples/datacenter.toml), plus peers."""
+        runs next to it; mTLS for the LGWAN peers, as config/examples/datacenter.toml), plus peers;
+        ``tables``: further top-level tables (``sftp``, ``endpoint``) for file routes."""
         base = self.tmp / site
         base.mkdir(parents=True, exist_ok=True)
         local: dict[str, Any] = ({"urls": [self.brokers.view_url(site)]} if site == "cityhall"
@@ -268,7 +271,7 @@ class World:
         node = {"id": site, "state_dir": str(base / "state"), "certs_dir": str(self.brokers.pki.nodes[site]),
                 "metrics_listen": f"127.0.0.1:{port}", "control_socket": str(sock), "shutdown_grace": "5s"}
         path = base / "jgw.toml"
-        path.write_text(render_config(node, {"local": local, **(peers or {})}, routes, defaults))
+        path.write_text(render_config(node, {"local": local, **(peers or {})}, routes, defaults, tables=tables))
         self.sites[site] = Site(site, path, port, base / "state", sock, base / "jgw.log")
         return path
 
@@ -363,7 +366,7 @@ def deliveries(site: Site, ids: Iterable[str], timeout: float = 15.0) -> dict[st
     wanted = set(ids)
 
     def found() -> dict[str, dict[str, Any]] | None:
-        recs = {r["msg"]: r for r in audit_records(site.state_dir)
+        recs = {r["msg"]: r for rec in audit_records(site.state_dir) for r in per_message(rec)
                 if r.get("ev") == "deliver" and r["msg"] in wanted}
         return recs if set(recs) == wanted else None
 

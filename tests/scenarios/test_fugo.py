@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from gateway.testing import synth
+from tests.lab import synth
 from tests.scenarios.sites import World, catalog_route, deliveries, publish, stand_in
 
 PERSONS = 6

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.envelope.codec import CONTENT_TYPE
 from gateway.message import JGW_HEADER_PREFIX
-from gateway.testing import synth
+from tests.lab import synth
 from tests.scenarios.sites import World, deliveries, publish, wait_for
 
 FILES = 12

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.testing import synth
+from tests.lab import synth
 from tests.scenarios.sites import (
     ORDER_HEADER,
     World,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.testing import synth
-from gateway.testing.faultproxy import FaultProxyServer
+from tests.lab import synth
+from tests.lab.faultproxy import FaultProxyServer
 from tests.scenarios.sites import (
     ORDER_HEADER,
     World,
