@@ -1,4 +1,5 @@
-"""``jgw certs install|status|rotate|rollback|export``: the certificate lifecycle for network staff.
+"""``jgw certs install|status|rotate|rollback|export|ssh-key``: the certificate lifecycle for network
+staff, and the same staged switch for jgw's SFTP client keys (``ssh-key``, ``gateway.files.clientkey``).
 
 Each verb takes the node's config file (for ``node.id``, ``node.certs_dir`` and ``node.state_dir``)
 or ``--certs-dir DIR --node ID``. Verbs that change the directory hold its lock, repair what an
@@ -22,6 +23,7 @@ Security: changes only the node's certs directory; signals only the jgw daemon.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -34,7 +36,12 @@ from urllib.parse import unquote, urlsplit
 
 from gateway import config as config_mod
 from gateway.amqp.blocking import check_login
-from gateway.errors import JgwError, NoInputError, UsageError
+from gateway.errors import ConfigError, JgwError, NoInputError, UnavailableError, UsageError
+from gateway.files import clientkey
+from gateway.files.clientkey import KeyFiles
+from gateway.files.errors import FileError
+from gateway.files.settings import SftpServer
+from gateway.files.sftp import SftpLink, SftpPeer
 from gateway.pki.errors import os_errors
 from gateway.pki.generation import SLOT_BY_NAME, load_generation
 from gateway.pki.install import (
@@ -47,7 +54,15 @@ from gateway.pki.install import (
 )
 from gateway.pki.layout import CertsDir
 from gateway.pki.privileges import become_owner
-from gateway.pki.rotation import Outcome, changing, check_daemon_can_read, rollback, rotate, signal_daemon
+from gateway.pki.rotation import (
+    Outcome,
+    changing,
+    check_daemon_can_read,
+    record,
+    rollback,
+    rotate,
+    signal_daemon,
+)
 from gateway.pki.status import DEFAULT_CRL_WARN, DEFAULT_WARN, collect, render
 from gateway.pki.tls import TlsFiles, for_broker
 from gateway.pki.trust import TrustStore
@@ -109,8 +124,8 @@ class _IntermixedParser(argparse.ArgumentParser):
     _inside = False
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
-            return super().parse_known_args(args, namespace)
+        if self._inside or self._subparsers is not None:  # intermixed parsing calls back in; it
+            return super().parse_known_args(args, namespace)  # cannot parse a parser of verbs (ssh-key)
         self._inside = True
         try:
             return self.parse_known_intermixed_args(args, namespace)
@@ -178,6 +193,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ex.add_argument("--out", type=Path, required=True, help="directory to write (e.g. a USB stick)")
     ex.add_argument("--staging", action="store_true", help="the staged signing certificates only")
     ex.set_defaults(func=guarded(cmd_export))
+    sk = verbs.add_parser("ssh-key", help="make, prove and switch jgw's SFTP client keys ([sftp.NAME] client_key)",
+                          description=_SSH_KEY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = sk.add_subparsers(dest="ssh_key_command", metavar="STEP", parser_class=_IntermixedParser)
+    for name, func, what in (("new", cmd_ssh_key_new, "stage a new key and print its public half for the server"),
+                             ("rotate", cmd_ssh_key_rotate, "log in with the staged key, then make it live"),
+                             ("rollback", cmd_ssh_key_rollback, "log in with the previous key, then make it live"),
+                             ("status", cmd_ssh_key_status, "each server's live, staged and previous key")):
+        v = steps.add_parser(name, help=what, description=what)
+        v.add_argument("config", help="the node's config file")
+        v.add_argument("server", nargs="?" if name == "status" else None, metavar="SERVER",
+                       help="the [sftp.NAME] server" + (" (default: every one)" if name == "status" else ""))
+        if name in ("rotate", "rollback"):
+            v.add_argument("--dry-run", action="store_true", help="log in and check, change nothing")
+            v.add_argument("--no-check", action="store_true",
+                           help="switch without logging in first (the server cannot be reached from here)")
+        v.set_defaults(func=guarded(func), certs_dir=None, node=None)
+
+    def no_step(args: argparse.Namespace) -> int:
+        sk.print_help()
+        return 64
+
+    sk.set_defaults(func=no_step)
+
     def no_verb(args: argparse.Namespace) -> int:
         p.print_help()
         return 64
@@ -210,6 +248,26 @@ _ROLLBACK_HELP = """\
 Check that the previous generation is still usable, then swap 'live' and 'previous' atomically and
 send SIGHUP to the daemon. The generation rolled away from stays 'previous' (its decryption key keeps
 opening messages already encrypted to it). --dry-run: simulated rollback.
+"""
+
+
+_SSH_KEY_HELP = """\
+jgw logs in to each [sftp.NAME] server with its own key (client_key, in the certs directory). Rotate
+it without a gap:
+
+  jgw certs ssh-key new CONFIG SERVER       stage a new key (CLIENT_KEY.new); prints its public line
+      the server's administrators add that line to the account's authorized_keys
+  jgw certs ssh-key rotate CONFIG SERVER    log in with the staged key; only if the server takes it,
+                                            make it live (the old key stays as CLIENT_KEY.previous)
+      the administrators remove the old line; sessions already open are not affected
+  jgw certs ssh-key rollback CONFIG SERVER  log in with the previous key, then make it live again
+  jgw certs ssh-key status CONFIG           fingerprints of every server's keys
+
+The daemon reads the key at each new connection: no reload, no session dropped. Exit codes: 0 done;
+1 status found a live key missing or refused; 64 unknown server; 66 nothing staged / no previous key;
+69 the server cannot be reached (nothing changed); 75 another certs command holds the lock; 77 a key
+readable by others; 78 the server refuses the key or its host key is not the pinned one (nothing
+changed).
 """
 
 
@@ -369,3 +427,118 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.staging:
         print("after jgw certs rotate, export again (without --staging) for the new encryption certificate")
     return 0
+
+
+# ---------------------------------------------------------------------------- SFTP client keys
+
+def _sftp_servers(args: argparse.Namespace) -> tuple[Target, list[SftpServer]]:
+    t = target(args)
+    assert t.config is not None  # the config argument is required for these verbs
+    servers = t.config.files.sftp
+    if args.server is None:
+        return t, [servers[name] for name in sorted(servers)]
+    if args.server not in servers:
+        known = ", ".join(sorted(servers)) or "none"
+        raise UsageError(f"{t.config.file}: no [sftp.{args.server}] server (configured: {known})")
+    return t, [servers[args.server]]
+
+
+def _prove(server: SftpServer, key: Path, what: str) -> str:
+    """Log in to ``server`` with ``key`` and open SFTP, as the daemon does; the line to show. Refuses
+    (69, 78) when the server cannot be reached or does not take the key: nothing is changed then."""
+    link = SftpLink(SftpPeer(server.host, server.port, server.user, key, server.known_hosts,
+                             connect_timeout=server.connect_timeout))
+
+    async def attempt() -> FileError | None:
+        try:
+            await link.sftp()
+        except FileError as exc:
+            return exc
+        finally:
+            await link.reset()
+        return None
+
+    failed = asyncio.run(attempt())
+    if failed is None:
+        return f"{server.where} accepts the {what} key"
+    if failed.reason == "auth-refused":
+        raise ConfigError(str(key), f"sftp.{server.name}",
+                          f"{server.where} does not accept the {what} key yet: add {key}.pub (or the line "
+                          f"jgw certs ssh-key new printed) to the account's authorized_keys; nothing changed")
+    if failed.transient:
+        raise UnavailableError(f"{server.where}: cannot log in to check the {what} key ({failed}); nothing "
+                               f"changed (--no-check switches without the check)")
+    raise ConfigError(str(key), f"sftp.{server.name}", f"{failed}; nothing changed")
+
+
+def cmd_ssh_key_new(args: argparse.Namespace) -> int:
+    t, (server,) = _sftp_servers(args)
+    files = KeyFiles(server.client_key)
+    with CertsDir(t.certs_dir).locked():
+        staged, made = clientkey.stage(files, f"jgw-{t.node_id}-{server.name}-{now():%Y%m%d}")
+        if made:
+            record(CertsDir(t.certs_dir), f"ssh-key new: sftp.{server.name} {staged.fingerprint}")
+    print(f"{'staged' if made else 'already staged (not replaced)'}: {staged.path} {staged.fingerprint}")
+    print(f"add this line to the authorized_keys of {server.user} at {server.host}:{server.port}:")
+    print(staged.public_line)
+    print(f"next: jgw certs ssh-key rotate {t.config.file if t.config else 'CONFIG'} {server.name}")
+    return 0
+
+
+def _switch(args: argparse.Namespace, verb: str) -> int:
+    t, (server,) = _sftp_servers(args)
+    files = KeyFiles(server.client_key)
+    cd = CertsDir(t.certs_dir)
+    label = f"simulated ssh-key {verb}" if args.dry_run else f"ssh-key {verb}"
+    with cd.locked():
+        candidate = files.staged if verb == "rotate" else files.previous
+        if not candidate.exists():
+            raise NoInputError(f"{candidate}: " + ("no key staged (jgw certs ssh-key new first)" if verb == "rotate"
+                                                  else "no previous key to roll back to"))
+        clientkey.read_key(candidate)
+        if args.no_check:
+            print(f"{label}: not checked at {server.where} (--no-check)")
+        else:
+            print(f"{label}: {_prove(server, candidate, 'staged' if verb == 'rotate' else 'previous')}")
+        if args.dry_run:
+            print(f"{label}: nothing changed")
+            return 0
+        old, new = clientkey.switch(files) if verb == "rotate" else clientkey.swap_back(files)
+        was = old.fingerprint if old else "none"
+        record(cd, f"ssh-key {verb}: sftp.{server.name} {was} -> {new.fingerprint}")
+    print(f"{label}: {files.live} is now {new.fingerprint} (was {was}, kept as {files.previous.name})")
+    print("the daemon uses it from its next connection to the server; sessions open now are not affected")
+    if old is not None:
+        print(f"next: the server's administrators remove the line of {was} from authorized_keys")
+    return 0
+
+
+def cmd_ssh_key_rotate(args: argparse.Namespace) -> int:
+    return _switch(args, "rotate")
+
+
+def cmd_ssh_key_rollback(args: argparse.Namespace) -> int:
+    return _switch(args, "rollback")
+
+
+def cmd_ssh_key_status(args: argparse.Namespace) -> int:
+    t, servers = _sftp_servers(args)
+    if not servers:
+        print(f"{t.config.file if t.config else 'the config'}: no [sftp.NAME] servers")
+        return 0
+    worst = 0
+    for server in servers:
+        files = KeyFiles(server.client_key)
+        print(f"sftp.{server.name} ({server.where})")
+        for what, path, required in (("live", files.live, True), ("staged", files.staged, False),
+                                     ("previous", files.previous, False)):
+            if not path.exists() and not required:
+                continue
+            try:
+                key = clientkey.info(path)
+                age = (now() - dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)).days
+                print(f"  {what:<9} {key.fingerprint}  {path}  ({age} days old)")
+            except JgwError as exc:
+                print(f"  {what:<9} REFUSED  {exc}")
+                worst = 1 if required else worst
+    return worst

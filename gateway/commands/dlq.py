@@ -49,6 +49,7 @@ from gateway.commands.setaside import (
 )
 from gateway.config import BrokerConfig, Config
 from gateway.errors import NoInputError, UnavailableError, UsageError
+from gateway.route.chain import load_material
 
 log = logging.getLogger("jgw.dlq")
 
@@ -187,8 +188,6 @@ def _brokers(cfg: Config, route: str | None) -> list[str]:
 def _ssl_factory(cfg: Config) -> blocking.SslFactory:
     """The node's live TLS identity for a TLS broker (mTLS, EXTERNAL login), as the daemon uses it;
     the certificates are loaded on first use, so a node without TLS brokers never reads them."""
-    from gateway.route.chain import load_material
-
     loaded: list[Any] = []
 
     def factory(broker: BrokerConfig) -> ssl.SSLContext | None:

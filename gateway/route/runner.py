@@ -315,8 +315,7 @@ class RouteRunner:
         """Close the source channel of ``gen`` now (its deliveries go back to the queue) and forget them."""
         if gen == self.book.gen and self.book.source_up:
             self.source.restart(gen, "given back")
-            self._perform(self.book.source_lost(gen))
-            self.lost(self.book.gen - 1, "given back")
+            self.lost(gen, "given back")
 
     def _fenced(self) -> bool:
         """True when this process was just paused: its deliveries are given back, nothing published."""
