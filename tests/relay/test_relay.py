@@ -126,6 +126,27 @@ def test_unroutable_is_retried_then_dead_lettered_and_replay_delivers_exactly_on
         assert "not found in jgw.dead-letter" in capsys.readouterr().err
 
 
+def test_a_nacked_publish_is_retried_on_a_new_channel(names: Names, node_config: NodeFactory, amqp: Amqp) -> None:
+    """The sink queue (classic: exact about its limit) refuses what does not fit (``x-overflow:
+    reject-publish``): the broker nacks the second message. jgw replaces the nacked channel (RabbitMQ
+    3.10 may keep nacking a channel after a quorum queue's leader election: tests/cluster) and retries
+    the message; once there is room it arrives, once, and the first is not sent twice."""
+    r = names.route("r")
+    dst = names.q("dst")
+    amqp.declare_exchange(names.x("out"))
+    amqp._channel().queue_declare(dst, durable=True, arguments={
+        "x-max-length": 1, "x-overflow": "reject-publish"})
+    amqp.bind(dst, names.x("out"), "k")
+    cfg = node_config({r: route(names, retry=["1s", "1s", "1s", "1s", "1s"])})
+    with running(cfg) as proc:
+        ids = amqp.publish(src(names), [b"first", b"second"])
+        wait_for(lambda: "publish channel replaced after a nack" in proc.log(), timeout=30, what="the nack")
+        got = amqp.drain(dst, expect=2, timeout=60, idle=2.0)
+        assert [m.message_id for m in got] == ids and [m.body for m in got] == [b"first", b"second"]
+        wait_for(lambda: proc.status()["routes"][0]["in_flight"] == 0, what="settled")
+    assert amqp.depth(src(names)) == 0
+
+
 def test_duplicates_from_upstream_are_suppressed_also_after_a_restart(names: Names, node_config: NodeFactory,
                                                                        amqp: Amqp) -> None:
     dst = names.q("dst")
