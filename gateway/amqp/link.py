@@ -105,6 +105,10 @@ class AsyncChannel:
             self.channel.close()
 
 
+#: seconds a channel retired after a nack waits for its outstanding confirms before it is closed
+RETIRE_GRACE = 5.0
+
+
 class ConfirmListener(Protocol[T]):
     def on_confirm(self, token: T, result: Confirm) -> None: ...
     def on_publish_channel_lost(self, tokens: list[T], reason: ChannelClosed) -> None: ...
@@ -118,6 +122,9 @@ class ConfirmChannel(Generic[T]):
         self.listener = listener
         self.tracker: ConfirmTracker[T] = ConfirmTracker()
         self._lost = False
+        self._retired = False
+        #: done when the owner must open another channel: this one closed, or retired after a nack
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ch = achannel.channel
         ch.on_confirm = self._on_ack_nack
         ch.on_return = self._on_return
@@ -131,14 +138,17 @@ class ConfirmChannel(Generic[T]):
 
     @property
     def is_open(self) -> bool:
-        return self.achannel.is_open
+        return self.achannel.is_open and not self._retired
 
     def __len__(self) -> int:
         return len(self.tracker)
 
     def publish(self, exchange: str, routing_key: str, body: bytes, properties: Properties, token: T,
                 message_id: str) -> None:
-        """Raises ChannelClosed before sending if the channel is closing (then no sequence is used)."""
+        """Raises ChannelClosed before sending if the channel is closing or retired (then no
+        sequence is used)."""
+        if self._retired:
+            raise ChannelClosed(0, "publish channel retired after a nack")
         try:
             self.achannel.channel.publish(exchange, routing_key, body, properties, mandatory=True)
         except ChannelClosedError as exc:
@@ -152,19 +162,34 @@ class ConfirmChannel(Generic[T]):
     def _on_ack_nack(self, seq: int, multiple: bool, ack: bool) -> None:
         for token, result in self.tracker.settle(seq, multiple, ack):
             self.listener.on_confirm(token, result)
-        if not ack and self.achannel.is_open:
-            self._replace_after_nack()
+        if not ack and not self._retired and self.achannel.is_open:
+            self._retire()
+        elif self._retired and not self.tracker:
+            self.achannel.close()
 
-    def _replace_after_nack(self) -> None:
-        """A nacked channel is not used again. On RabbitMQ 3.10 a channel whose first publish to a
-        quorum queue meets that queue's leader election has every later publish to it nacked for as
-        long as the channel lives, while a new channel is acked at once (measured: 15 s of nacks on
-        the old channel, the first publish on a new one acked). Closing it makes the owner open a
-        new one, as after any channel loss; what it had not confirmed is published again."""
+    def _retire(self) -> None:
+        """A nacked channel takes no more publishes: on RabbitMQ 3.10 a channel whose first publish
+        to a quorum queue meets that queue's leader election has every later publish to it nacked
+        for as long as the channel lives, while a new channel is acked at once (measured: 15 s of
+        nacks on the old channel, the first publish on a new one acked). The owner opens a new
+        channel at once; this one is closed once its outstanding publishes are settled, because
+        confirms come out of order (a refused publish is nacked at once, a persistent one before it
+        is acked only once written) and closing now would publish those again. What is still
+        unsettled after RETIRE_GRACE seconds is handed back as after any channel loss."""
+        self._retired = True
         log.warning("publish channel replaced after a nack", extra={"unconfirmed": len(self.tracker)})
-        self.achannel.close()
+        self._end()
+        if not self.tracker:
+            self.achannel.close()
+        else:
+            asyncio.get_running_loop().call_later(RETIRE_GRACE, self.achannel.close)
+
+    def _end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def _on_closed(self, fut: asyncio.Future[ChannelClosed]) -> None:
+        self._end()
         if self._lost or fut.cancelled():
             return
         self._lost = True

@@ -67,7 +67,7 @@ class AmqpSink:
             self._ch = ch
             feed.blocked(BLOCKED, self.link.state.blocked)
             feed.ready(True, DOWN)
-            await asyncio.shield(ch.achannel.closed)
+            await asyncio.shield(ch.ended)
             self._ch = None
             feed.ready(False, DOWN)
             await asyncio.sleep(0.2)

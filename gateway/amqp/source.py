@@ -187,7 +187,7 @@ class AmqpSource:
             feed.problem("side", None)
             self._side = ch
             feed.aside_ready(True, "set-aside down")
-            await asyncio.shield(ch.achannel.closed)
+            await asyncio.shield(ch.ended)
             self._side = None
             feed.aside_ready(False, "set-aside down")
             await asyncio.sleep(0.2)

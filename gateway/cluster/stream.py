@@ -136,7 +136,7 @@ class StreamLog:
                 continue
             retry.opened()
             self.publishing.set()
-            await asyncio.shield(self._pub.achannel.closed)
+            await asyncio.shield(self._pub.ended)
             self.publishing.clear()
             self._pub = None
             await asyncio.sleep(0.2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -130,7 +131,9 @@ def test_a_nacked_publish_is_retried_on_a_new_channel(names: Names, node_config:
     """The sink queue (classic: exact about its limit) refuses what does not fit (``x-overflow:
     reject-publish``): the broker nacks the second message. jgw replaces the nacked channel (RabbitMQ
     3.10 may keep nacking a channel after a quorum queue's leader election: tests/cluster) and retries
-    the message; once there is room it arrives, once, and the first is not sent twice."""
+    the message; once there is room it arrives, once, and the first is not sent twice: the first is
+    large, so the broker acks it (once written) after it has nacked the second (at once), and the
+    nacked channel must stay until that ack has come."""
     r = names.route("r")
     dst = names.q("dst")
     amqp.declare_exchange(names.x("out"))
@@ -139,10 +142,11 @@ def test_a_nacked_publish_is_retried_on_a_new_channel(names: Names, node_config:
     amqp.bind(dst, names.x("out"), "k")
     cfg = node_config({r: route(names, retry=["1s", "1s", "1s", "1s", "1s"])})
     with running(cfg) as proc:
-        ids = amqp.publish(src(names), [b"first", b"second"])
+        first = os.urandom(4 << 20)
+        ids = amqp.publish(src(names), [first, b"second"])
         wait_for(lambda: "publish channel replaced after a nack" in proc.log(), timeout=30, what="the nack")
         got = amqp.drain(dst, expect=2, timeout=60, idle=2.0)
-        assert [m.message_id for m in got] == ids and [m.body for m in got] == [b"first", b"second"]
+        assert [m.message_id for m in got] == ids and [m.body for m in got] == [first, b"second"]
         wait_for(lambda: proc.status()["routes"][0]["in_flight"] == 0, what="settled")
     assert amqp.depth(src(names)) == 0
 
