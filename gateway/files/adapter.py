@@ -34,7 +34,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gateway.files.errors import NameRefused
+from gateway.files.errors import FileError, NameRefused
 from gateway.files.names import check_name, fingerprint
 
 
@@ -140,6 +140,16 @@ class Upload(Protocol):
     async def release(self) -> None:
         """Close the upload but leave its temporary file (to be resumed)."""
         ...
+
+
+async def end_after_failure(upload: Upload, exc: BaseException) -> None:
+    """After a failed write, flush or commit: abort; but an upload that is ``keep``-ed (a route's
+    file sink journals it) is only released when the failure may pass, so it can be resumed."""
+    for_good = isinstance(exc, FileError) and not (exc.transient or exc.link_fault)
+    if upload.keep and not for_good:
+        await upload.release()
+    else:
+        await upload.abort()
 
 
 @runtime_checkable

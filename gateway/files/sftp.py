@@ -63,7 +63,18 @@ from typing import TYPE_CHECKING, Literal
 
 import asyncssh
 
-from gateway.files.adapter import FileRef, FileSink, FileSource, Outcome, PutResult, Refused, Scan, SinkBase, Upload
+from gateway.files.adapter import (
+    FileRef,
+    FileSink,
+    FileSource,
+    Outcome,
+    PutResult,
+    Refused,
+    Scan,
+    SinkBase,
+    Upload,
+    end_after_failure,
+)
 from gateway.files.completion import JGW_TEMP_PREFIX, Entry, Rule, Tracker
 from gateway.files.errors import (
     Conflict,
@@ -429,7 +440,7 @@ class SftpUpload:
         self._hash = hashlib.sha256()
         self.written = 0
         self._done = False
-        #: keep the temporary file when a write fails transiently (see ``_failed``)
+        #: keep the temporary file when a write fails transiently (see ``end_after_failure``)
         self.keep = False
 
     def __repr__(self) -> str:
@@ -451,7 +462,7 @@ class SftpUpload:
             self._hash.update(data)
             self.written += len(data)
         except BaseException as exc:
-            await asyncio.shield(self._failed(exc))
+            await asyncio.shield(end_after_failure(self, exc))
             raise
 
     async def flush(self) -> None:
@@ -462,16 +473,8 @@ class SftpUpload:
                 with contextlib.suppress(asyncssh.SFTPOpUnsupported):
                     await self._f.fsync()
         except BaseException as exc:
-            await asyncio.shield(self._failed(exc))
+            await asyncio.shield(end_after_failure(self, exc))
             raise
-
-    async def _failed(self, exc: BaseException) -> None:
-        """After a failed write, flush or commit: abort; but an upload that is ``keep``-ed (a route's
-        file sink journals it) is only released when the failure may pass, so it can be resumed."""
-        if self.keep and not (isinstance(exc, FileError) and not (exc.transient or exc.link_fault)):
-            await self.release()
-        else:
-            await self.abort()
 
     async def release(self) -> None:
         """Close without removing the temporary file (it can be resumed: ``SftpSink.resume``)."""
@@ -486,11 +489,7 @@ class SftpUpload:
     async def abort(self) -> None:
         if self._done:
             return
-        self._done = True
-        f, self._f = self._f, None
-        with contextlib.suppress(Exception):
-            if f is not None:
-                await asyncio.wait_for(f.close(), 10)
+        await self.release()
         with contextlib.suppress(Exception):
             if self._sink.link.state == "up":
                 sftp = await self._sink.link.sftp()
@@ -547,7 +546,7 @@ class SftpUpload:
         try:
             return await self._commit(name, size, sha256, mtime_ns)
         except BaseException as exc:
-            await asyncio.shield(self._failed(exc))
+            await asyncio.shield(end_after_failure(self, exc))
             raise
 
 

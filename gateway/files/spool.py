@@ -45,7 +45,18 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.files.adapter import FileRef, FileSink, FileSource, Outcome, PutResult, Refused, Scan, SinkBase, Upload
+from gateway.files.adapter import (
+    FileRef,
+    FileSink,
+    FileSource,
+    Outcome,
+    PutResult,
+    Refused,
+    Scan,
+    SinkBase,
+    Upload,
+    end_after_failure,
+)
 from gateway.files.completion import JGW_TEMP_PREFIX, Entry, Rule, Tracker
 from gateway.files.errors import Conflict, FileChanged, FileError, IntegrityError, NameRefused, from_oserror
 from gateway.files.names import check_name, leaves_directory
@@ -270,7 +281,7 @@ class SpoolUpload:
         self._fd: int | None = fd
         self._hash = hashlib.sha256()
         self.written = 0
-        #: keep the temporary file when a write fails transiently (see ``_failed``)
+        #: keep the temporary file when a write fails transiently (see ``end_after_failure``)
         self.keep = False
 
     def __repr__(self) -> str:
@@ -291,7 +302,7 @@ class SpoolUpload:
             with _oserrors("write the sink's temporary file"):
                 await asyncio.to_thread(self._write, data)
         except BaseException as exc:
-            await asyncio.shield(self._failed(exc))
+            await asyncio.shield(end_after_failure(self, exc))
             raise
 
     async def flush(self) -> None:
@@ -302,16 +313,8 @@ class SpoolUpload:
                 with _oserrors("fsync the sink's temporary file"):
                     await asyncio.to_thread(os.fsync, self._fd)
             except BaseException as exc:
-                await asyncio.shield(self._failed(exc))
+                await asyncio.shield(end_after_failure(self, exc))
                 raise
-
-    async def _failed(self, exc: BaseException) -> None:
-        """After a failed write, flush or commit: abort; but an upload that is ``keep``-ed (a route's
-        file sink journals it) is only released when the failure may pass, so it can be resumed."""
-        if self.keep and not (isinstance(exc, FileError) and not (exc.transient or exc.link_fault)):
-            await self.release()
-        else:
-            await self.abort()
 
     def _release(self) -> None:
         if self._fd is not None:
@@ -327,14 +330,9 @@ class SpoolUpload:
             await asyncio.to_thread(self._release)
 
     def _abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         with contextlib.suppress(OSError):
             os.unlink(self.temp, dir_fd=self._dir_fd)
-        with contextlib.suppress(OSError):
-            os.close(self._dir_fd)
-        self._dir_fd = -1
+        self._release()
 
     async def abort(self) -> None:
         if self._dir_fd >= 0:
@@ -396,7 +394,7 @@ class SpoolUpload:
             with _oserrors("commit the sink's file"):
                 return await asyncio.to_thread(self._commit, name, size, sha256, mtime_ns)
         except BaseException as exc:
-            await asyncio.shield(self._failed(exc))
+            await asyncio.shield(end_after_failure(self, exc))
             raise
 
 

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import sys
-import threading
 import time
 import tomllib
 from collections import Counter
@@ -43,7 +42,7 @@ from gateway.pki.devinit import init_dev
 from tests.lab import synth
 from tests.lab.faultproxy import FaultProxyServer
 from tests.lab.harness import Amqp, JgwProcess, toml_value
-from tests.lab.rabbitnode import PrivateNode, TlsListener, free_port
+from tests.lab.rabbitnode import PrivateNode, TlsListener, free_port, start_together
 from tests.lab.sshd import PrivateSshd, keygen, known_hosts_line, openssh_sftp, usable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,21 +100,7 @@ def start_nodes(pki: Any) -> tuple[PrivateNode, PrivateNode]:
     city = PrivateNode(base=OUT / "brokers", name="jgwdemo-cityhall")
     dc = PrivateNode(base=OUT / "brokers", name="jgwdemo-dc",
                      tls=TlsListener(cacert=pki.broker_ca, cert=pki.broker_cert, key=pki.broker_key))
-    errors: list[BaseException] = []
-
-    def boot(node: PrivateNode) -> None:
-        try:
-            node.start()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=boot, args=(n,)) for n in (city, dc)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    start_together([city, dc])
     city.add_vhost("juki")
     dc.add_vhost("ido")
     for user in ("cityhall", "datacenter"):  # EXTERNAL login: the user is the certificate's CN

@@ -23,7 +23,7 @@ from gateway.files.route_source import frame_message
 from gateway.files.settings import H_FILE
 from tests.lab.faultproxy import FaultProxyServer
 from tests.lab.harness import Amqp, Names, purge_set_aside
-from tests.lab.sshd import PrivateSshd, known_hosts_line, usable
+from tests.lab.sshd import PrivateSshd, known_hosts_line
 from tests.lab.tmpfs import tmpfs
 
 from .helpers import read_bytes
@@ -38,15 +38,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(tmp_path / "node")
     yield n
     n.close()
-
-
-@pytest.fixture
-def sshd() -> Iterator[PrivateSshd]:
-    reason = usable()
-    if reason:
-        pytest.skip(reason)
-    with PrivateSshd() as server:
-        yield server
 
 
 def route(source: dict[str, object], sink: dict[str, object], **extra: object) -> dict[str, object]:

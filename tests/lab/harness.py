@@ -27,6 +27,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from gateway.errors import UnavailableError
+from gateway.ids import spell
 from gateway.message import H_SENT_AT
 from gateway.service import control
 
@@ -35,6 +36,14 @@ MAIN_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def business_message_id() -> str:
+    """An id as a business system might set it, 32 characters like a uuid's hex, but in letters: a
+    uuid's hex holds a 12-digit run with a valid 個人番号 check digit about once in 830 ids, and the
+    policy rightly quarantines such a message on a route that forbids the number (a test that
+    wants that passes its ids)."""
+    return spell(os.urandom(16))
 
 
 def toml_value(value: Any) -> str:
@@ -249,7 +258,7 @@ class Amqp:
         out = []
         id_iter = iter(ids) if ids is not None else None
         for body in bodies:
-            mid = next(id_iter) if id_iter is not None else uuid.uuid4().hex
+            mid = next(id_iter) if id_iter is not None else business_message_id()
             props = pika.BasicProperties(message_id=mid, delivery_mode=2,
                                          headers={**(headers or {}), H_SENT_AT: int(time.time() * 1000)})
             ch.basic_publish(exchange, queue, body, props, mandatory=True)

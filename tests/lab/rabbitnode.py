@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,26 @@ class PrivateNode:
         self.destroy()
 
 
+def start_together(nodes: Sequence[PrivateNode], timeout: float = 90.0) -> None:
+    """Start the nodes side by side (each boot takes seconds of waiting); the first error is raised
+    once every start has ended, so no node is left half-started behind it."""
+    errors: list[BaseException] = []
+
+    def boot(node: PrivateNode) -> None:
+        try:
+            node.start(timeout)
+        except BaseException as exc:  # collected; raised below after every thread ended
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot, args=(n,)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 @dataclass
 class Cluster:
     """A real RabbitMQ cluster of private nodes on this host: the same Erlang cookie, nodes 2..n
@@ -277,21 +298,7 @@ class Cluster:
         return [f"http://127.0.0.1:{p}" for p in self.mgmt_ports]
 
     def start(self, timeout: float = 180.0) -> Cluster:
-        errors: list[BaseException] = []
-
-        def boot(node: PrivateNode) -> None:
-            try:
-                node.start(timeout)
-            except BaseException as exc:  # collected; raised below after every thread ended
-                errors.append(exc)
-
-        threads = [threading.Thread(target=boot, args=(n,)) for n in self.nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        start_together(self.nodes, timeout)
         first = self.nodes[0]
         for node in self.nodes[1:]:
             node.ctl("stop_app")

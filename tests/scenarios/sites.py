@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -47,8 +46,8 @@ from gateway.catalog import default_catalog
 from gateway.envelope.stage import H_ORDER
 from gateway.message import H_SENT_AT
 from gateway.pki.devinit import DevPki, init_dev
-from tests.lab.harness import Amqp, JgwProcess, Received, render_config, scrape_metric, wait_for
-from tests.lab.rabbitnode import PrivateNode, TlsListener, free_port
+from tests.lab.harness import Amqp, JgwProcess, Received, business_message_id, render_config, scrape_metric, wait_for
+from tests.lab.rabbitnode import PrivateNode, TlsListener, free_port, start_together
 
 #: The business systems' per-person key (a 住民票コード-like id in production). In clear only on the
 #: city hall's own broker; between sites it travels as an HMAC (``x-jgw-order``).
@@ -107,23 +106,12 @@ class Brokers:
             nodes.append(PrivateNode(base=root / "nodes", tls=TlsListener(pki.broker_ca, pki.broker_cert,
                                                                           pki.broker_key),
                                      extra_conf=f"load_definitions = {defs}"))
-        errors: list[BaseException] = []
-
-        def boot(node: PrivateNode) -> None:
-            try:
-                node.start()
-            except BaseException as exc:  # re-raised below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=boot, args=(n,)) for n in nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
         brokers = cls(root, pki, nodes[0], nodes[1])
-        if errors:
+        try:
+            start_together(nodes)
+        except BaseException:
             brokers.destroy()
-            raise errors[0]
+            raise
         for site in SITES:  # each site's inbound exchange, as its installation sets it up
             with Amqp(brokers.view_url(site)) as admin:
                 admin.declare_exchange(INBOUND_EXCHANGE)
@@ -308,7 +296,7 @@ def publish(amqp: Amqp, queue: str, body: bytes, *, headers: dict[str, Any] | No
     """Publish one message to ``queue`` as a business system would, confirmed; returns its id."""
     ch = amqp.conn.channel()
     ch.confirm_delivery()
-    mid = message_id or uuid.uuid4().hex
+    mid = message_id or business_message_id()
     props = pika.BasicProperties(message_id=mid, delivery_mode=2, correlation_id=correlation_id,
                                  content_type=content_type,
                                  headers={**(headers or {}), H_SENT_AT: int(time.time() * 1000)})
